@@ -1,0 +1,141 @@
+"""Everything that depends on the covariance type, for ONE dataset and ONE restart.
+
+Each covariance type ("full", "diag", "spherical", "tied") provides:
+
+- ``log_gaussian(X, means, covariances)``: (N, K) log N(x_n | mu_k, Sigma_k);
+- ``estimate(X, wr, nk, means, reg_covar)``: the M-step covariances, computed from
+  centred data (never E[x^2] - mu^2, which loses all precision in float32);
+- ``eigenvalues(covariances)``: eigenvalues of every covariance, to detect collapse;
+- ``identity(K, D, dtype)``: unit covariances (the finite fallback for unfit data);
+- ``shape(K, D)`` and ``n_parameters(K, D)`` (free covariance parameters).
+
+Shapes: X (N, D), wr (N, K) responsibilities times sample weights, nk (K,),
+means (K, D); covariances full (K, D, D), diag (K, D), spherical (K,), tied (D, D).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import solve_triangular
+
+
+def _log_2pi_term(D, dtype):
+    return jnp.asarray(D * math.log(2 * math.pi), dtype)
+
+
+def _precision_cholesky(cov):
+    """P with P P^T = cov^{-1} and P upper triangular (scikit-learn's precisions_cholesky_).
+
+    A covariance that is not positive definite gives NaN, which the EM loop turns
+    into Status.NUMERICAL_FAILURE.
+    """
+    L = jnp.linalg.cholesky(cov)
+    eye = jnp.eye(cov.shape[-1], dtype=cov.dtype)
+    return jnp.swapaxes(solve_triangular(L, eye, lower=True), -1, -2)
+
+
+# ---------------------------------------------------------------- full
+def _log_gaussian_full(X, means, cov):
+    P = jax.vmap(_precision_cholesky)(cov)  # (K, D, D)
+    log_det = jnp.sum(jnp.log(jnp.diagonal(P, axis1=-2, axis2=-1)), axis=-1)  # (K,)
+    diff = X[:, None, :] - means[None, :, :]  # (N, K, D)
+    y = jnp.einsum("nkd,kde->nke", diff, P)
+    maha = jnp.sum(y * y, axis=-1)  # (N, K)
+    return -0.5 * (_log_2pi_term(X.shape[1], X.dtype) + maha) + log_det
+
+
+def _estimate_full(X, wr, nk, means, reg_covar):
+    diff = X[:, None, :] - means[None, :, :]  # (N, K, D)
+    cov = jnp.einsum("nk,nkd,nke->kde", wr, diff, diff) / nk[:, None, None]
+    return cov + reg_covar * jnp.eye(X.shape[1], dtype=X.dtype)
+
+
+# ---------------------------------------------------------------- tied
+def _log_gaussian_tied(X, means, cov):
+    P = _precision_cholesky(cov)  # (D, D)
+    log_det = jnp.sum(jnp.log(jnp.diagonal(P)))
+    y = (X[:, None, :] - means[None, :, :]) @ P  # (N, K, D)
+    maha = jnp.sum(y * y, axis=-1)
+    return -0.5 * (_log_2pi_term(X.shape[1], X.dtype) + maha) + log_det
+
+
+def _estimate_tied(X, wr, nk, means, reg_covar):
+    cov = _estimate_full(X, wr, nk, means, 0.0) * nk[:, None, None]
+    cov = jnp.sum(cov, axis=0) / jnp.sum(nk)
+    return cov + reg_covar * jnp.eye(X.shape[1], dtype=X.dtype)
+
+
+# ---------------------------------------------------------------- diag
+def _log_gaussian_diag(X, means, var):
+    prec = 1.0 / var  # (K, D)
+    log_det = -0.5 * jnp.sum(jnp.log(var), axis=-1)  # (K,)
+    diff = X[:, None, :] - means[None, :, :]
+    maha = jnp.sum(diff * diff * prec[None], axis=-1)
+    return -0.5 * (_log_2pi_term(X.shape[1], X.dtype) + maha) + log_det
+
+
+def _estimate_diag(X, wr, nk, means, reg_covar):
+    diff = X[:, None, :] - means[None, :, :]
+    return jnp.einsum("nk,nkd->kd", wr, diff * diff) / nk[:, None] + reg_covar
+
+
+# ---------------------------------------------------------------- spherical
+def _log_gaussian_spherical(X, means, var):
+    D = X.shape[1]
+    log_det = -0.5 * D * jnp.log(var)  # (K,)
+    diff = X[:, None, :] - means[None, :, :]
+    maha = jnp.sum(diff * diff, axis=-1) / var[None, :]
+    return -0.5 * (_log_2pi_term(D, X.dtype) + maha) + log_det
+
+
+def _estimate_spherical(X, wr, nk, means, reg_covar):
+    return jnp.mean(_estimate_diag(X, wr, nk, means, reg_covar), axis=-1)
+
+
+class CovarianceType(NamedTuple):
+    log_gaussian: Callable
+    estimate: Callable
+    eigenvalues: Callable
+    identity: Callable
+    shape: Callable
+    n_parameters: Callable
+
+
+COVARIANCE = {
+    "full": CovarianceType(
+        log_gaussian=_log_gaussian_full,
+        estimate=_estimate_full,
+        eigenvalues=lambda c: jnp.linalg.eigvalsh(c),
+        identity=lambda K, D, dt: jnp.broadcast_to(jnp.eye(D, dtype=dt), (K, D, D)),
+        shape=lambda K, D: (K, D, D),
+        n_parameters=lambda K, D: K * D * (D + 1) // 2,
+    ),
+    "tied": CovarianceType(
+        log_gaussian=_log_gaussian_tied,
+        estimate=_estimate_tied,
+        eigenvalues=lambda c: jnp.linalg.eigvalsh(c),
+        identity=lambda K, D, dt: jnp.eye(D, dtype=dt),
+        shape=lambda K, D: (D, D),
+        n_parameters=lambda K, D: D * (D + 1) // 2,
+    ),
+    "diag": CovarianceType(
+        log_gaussian=_log_gaussian_diag,
+        estimate=_estimate_diag,
+        eigenvalues=lambda c: c,
+        identity=lambda K, D, dt: jnp.ones((K, D), dt),
+        shape=lambda K, D: (K, D),
+        n_parameters=lambda K, D: K * D,
+    ),
+    "spherical": CovarianceType(
+        log_gaussian=_log_gaussian_spherical,
+        estimate=_estimate_spherical,
+        eigenvalues=lambda c: c,
+        identity=lambda K, D, dt: jnp.ones((K,), dt),
+        shape=lambda K, D: (K,),
+        n_parameters=lambda K, D: K,
+    ),
+}

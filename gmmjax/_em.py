@@ -1,0 +1,70 @@
+"""The EM steps for ONE dataset and ONE restart: no vmap, no jit, no loop here.
+
+Shapes: X (N, D) with invalid rows already replaced by zeros, w (N,) non-negative
+sample weights (0 for masked or padded points), K = n_components.
+All probabilities stay in log space; the mixing weights enter the E-step.
+Matrix-product precision is set once, by the callers in `gmmjax._fit` ("highest":
+no TF32 shortcuts on GPUs).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+from gmmjax._covariance import COVARIANCE
+from gmmjax._types import GMMParams
+
+def weighted_log_prob(X, params: GMMParams, covariance_type: str):
+    """(N, K) log pi_k + log N(x_n | mu_k, Sigma_k)."""
+    log_gauss = COVARIANCE[covariance_type].log_gaussian(X, params.means, params.covariances)
+    return log_gauss + jnp.log(params.weights)[None, :]
+
+
+def e_step(X, w, params: GMMParams, covariance_type: str):
+    """Returns (mean per-sample log-likelihood, (N, K) log responsibilities).
+
+    The mean is weighted by ``w`` (sum w_n log p(x_n) / sum w_n); points with w = 0
+    do not count. With no positive weight at all the mean is -inf.
+    """
+    wlp = weighted_log_prob(X, params, covariance_type)
+    log_norm = logsumexp(wlp, axis=1)  # (N,)
+    total = jnp.sum(w)
+    ll = jnp.sum(jnp.where(w > 0, w * log_norm, 0.0)) / jnp.where(total > 0, total, 1.0)
+    ll = jnp.where(total > 0, ll, -jnp.inf)
+    return ll, wlp - log_norm[:, None]
+
+
+def m_step(X, w, resp, covariance_type: str, reg_covar: float) -> GMMParams:
+    """Maximum-likelihood parameters given (N, K) responsibilities, as scikit-learn.
+
+    nk gets 10 * eps added (scikit-learn's guard against empty components), means
+    are weighted averages, covariances come from centred data plus reg_covar.
+    """
+    wr = resp * w[:, None]  # (N, K)
+    eps = jnp.finfo(X.dtype).eps
+    nk = jnp.sum(wr, axis=0) + 10 * eps  # (K,)
+    means = (wr.T @ X) / nk[:, None]
+    cov = COVARIANCE[covariance_type].estimate(X, wr, nk, means, reg_covar)
+    return GMMParams(weights=nk / jnp.sum(nk), means=means, covariances=cov)
+
+
+def is_finite(params: GMMParams):
+    """() bool: every parameter is finite."""
+    leaves = jax.tree_util.tree_leaves(params)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves]))
+
+
+def is_degenerate(params: GMMParams, covariance_type: str, reg_covar: float):
+    """() bool: some component's smallest covariance eigenvalue is held up by reg_covar.
+
+    A component counts as collapsed when the data contribute no more than reg_covar
+    (plus rounding) to its smallest eigenvalue: constant data, a component sitting on
+    one point or on a line, an empty component.
+    """
+    eig = COVARIANCE[covariance_type].eigenvalues(params.covariances)
+    eps = jnp.finfo(eig.dtype).eps
+    lam_min = jnp.min(eig, axis=-1) if eig.ndim else eig
+    lam_max = jnp.max(eig, axis=-1) if eig.ndim else eig
+    return jnp.any(lam_min <= 2 * reg_covar + 16 * eps * lam_max)

@@ -1,0 +1,274 @@
+"""EM fits: the while_loop with its trace buffer, restarts and datasets via vmap.
+
+This is the one place where batch axes are added and where jit is applied:
+
+    _fit_restart   one dataset, one restart: init, then EM in lax.while_loop
+    _fit_dataset   vmap over restarts, the best finite restart chosen on the device
+    fit            jit(_fit_dataset)                 X (N, D)
+    fit_batch      jit(vmap(_fit_dataset))           Xs (B, N, D)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gmmjax import _validate
+from gmmjax._covariance import COVARIANCE
+from gmmjax._em import e_step, is_degenerate, is_finite, m_step
+from gmmjax._init import init_params as _init_params
+from gmmjax._types import TRACE_FILL, EMConfig, FitResult, GMMParams, Status, Trace
+
+
+class _LoopState(NamedTuple):
+    t: jax.Array  # () EM iterations done: `params` are params_t
+    params: GMMParams  # params_t
+    prev_params: GMMParams  # params_{t-1} (params_0 at t = 0)
+    prev_ll: jax.Array  # () LL(params_{t-1}), -inf at t = 0
+    converged: jax.Array  # () bool
+    failed: jax.Array  # () bool: a non-finite value appeared
+    trace_ll: jax.Array  # (T,)
+    trace_params: Optional[GMMParams]  # leaves (T, ...), or None
+
+
+def _write(buf, t, value):
+    return jax.lax.dynamic_update_index_in_dim(buf, value, t, axis=0)
+
+
+def _em(X, w, params0: GMMParams, config: EMConfig, skip):
+    """Runs EM from params0 for one dataset and one restart.
+
+    The stopping rule is scikit-learn's: iteration t (1-based) computes LL(params_{t-1})
+    in its E-step, takes the M-step to params_t, and stops when
+    |LL(params_{t-1}) - LL(params_{t-2})| < tol. Convergence is decided only between
+    finite values. A non-finite log-likelihood or parameter stops the loop and the last
+    finite parameters are kept (failed = True).
+
+    Returns (params, ll, n_iter, converged, failed, trace).
+    """
+    T = config.max_iter + 1
+    dtype = X.dtype
+    trace_params = None
+    if config.trace == "params":
+        trace_params = jax.tree_util.tree_map(lambda a: jnp.zeros((T,) + a.shape, a.dtype), params0)
+    state = _LoopState(
+        t=jnp.asarray(0, jnp.int32),
+        params=params0,
+        prev_params=params0,
+        prev_ll=jnp.asarray(-jnp.inf, dtype),
+        converged=jnp.asarray(False),
+        failed=~is_finite(params0),
+        trace_ll=jnp.full((T,), TRACE_FILL, dtype),
+        trace_params=trace_params,
+    )
+
+    def cond(s: _LoopState):
+        return (s.t < config.max_iter) & ~s.converged & ~s.failed & ~skip
+
+    def body(s: _LoopState):
+        ll, log_resp = e_step(X, w, s.params, config.covariance_type)
+        new = m_step(X, w, jnp.exp(log_resp), config.covariance_type, config.reg_covar)
+        bad_ll = ~jnp.isfinite(ll)
+        bad_new = ~is_finite(new)
+        # Both sides finite here whenever it matters: inf - (-inf) is never < tol.
+        converged = jnp.abs(ll - s.prev_ll) < config.tol
+        # A non-finite LL of params_t (t > 0) means the M-step gave unusable params_t:
+        # go back to params_{t-1}. A non-finite M-step result: keep params_t.
+        back = bad_ll & (s.t > 0)
+        keep = jnp.where(back, s.t - 1, s.t)
+        kept = jax.tree_util.tree_map(lambda p, q: jnp.where(back, q, p), s.params, s.prev_params)
+        ok = ~bad_ll & ~bad_new
+        tp = s.trace_params
+        if tp is not None:
+            tp = jax.tree_util.tree_map(lambda b, a: _write(b, s.t, a), tp, s.params)
+        return _LoopState(
+            t=jnp.where(ok, s.t + 1, keep),
+            params=jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, kept),
+            prev_params=s.params,
+            prev_ll=ll,
+            converged=ok & converged,
+            failed=~ok,
+            trace_ll=_write(s.trace_ll, s.t, jnp.where(bad_ll, TRACE_FILL, ll).astype(dtype)),
+            trace_params=tp,
+        )
+
+    s = jax.lax.while_loop(cond, body, state)
+    ll, _ = e_step(X, w, s.params, config.covariance_type)
+    failed = s.failed | ~jnp.isfinite(ll)
+    ll = jnp.where(jnp.isfinite(ll), ll, -jnp.inf)
+    idx = jnp.arange(T)
+    trace_ll = jnp.where(idx < s.t, s.trace_ll, TRACE_FILL)
+    trace_ll = _write(trace_ll, s.t, ll)
+    tp = s.trace_params
+    if tp is not None:
+        # Entries from n_iter on repeat the final parameters.
+        tp = jax.tree_util.tree_map(
+            lambda b, a: jnp.where((idx >= s.t).reshape((T,) + (1,) * a.ndim), a[None], b),
+            tp,
+            s.params,
+        )
+    return s.params, ll, s.t, s.converged, failed, Trace(trace_ll, tp)
+
+
+def _fit_restart(X, w, key, init, config: EMConfig, skip):
+    """One dataset, one restart. Returns (FitResult without trace selection, failed)."""
+    params0 = _init_params(key, X, w, config) if init is None else init
+    params, ll, n_iter, converged, failed, trace = _em(X, w, params0, config, skip)
+    degenerate = is_degenerate(params, config.covariance_type, config.reg_covar)
+    status = jnp.where(
+        failed,
+        Status.NUMERICAL_FAILURE,
+        jnp.where(degenerate, Status.DEGENERATE, jnp.where(converged, Status.CONVERGED, Status.MAX_ITER)),
+    ).astype(jnp.int32)
+    if config.trace is None:
+        trace = None
+    return FitResult(params, ll, n_iter, converged, status, trace), failed
+
+
+def _fallback_params(K, D, config: EMConfig, dtype) -> GMMParams:
+    """Finite placeholder parameters for a dataset that cannot be fitted."""
+    return GMMParams(
+        weights=jnp.full((K,), 1.0 / K, dtype),
+        means=jnp.zeros((K, D), dtype),
+        covariances=jnp.asarray(COVARIANCE[config.covariance_type].identity(K, D, dtype)),
+    )
+
+
+def _fit_dataset(X, w, key, init, config: EMConfig) -> FitResult:
+    """One dataset: sanitise, run the restarts in parallel (vmap), keep the best.
+
+    X (N, D) may hold anything where w == 0 (padding: NaN, 1e30, ...); it is replaced
+    by zeros with `where`, so padding never reaches the arithmetic.
+    """
+    with jax.default_matmul_precision("highest"):
+        return _fit_dataset_impl(X, w, key, init, config)
+
+
+def _fit_dataset_impl(X, w, key, init, config: EMConfig) -> FitResult:
+    K, (N, D) = config.n_components, X.shape
+    valid = w > 0
+    row_finite = jnp.all(jnp.isfinite(X), axis=1)
+    nonfinite = jnp.any(valid & ~row_finite)
+    too_few = jnp.sum(valid) < K
+    X = jnp.where((valid & row_finite)[:, None], X, 0.0)
+    w = jnp.where(valid & row_finite, w, 0.0)
+    skip = nonfinite | too_few
+
+    n_init = 1 if init is not None else config.n_init
+    keys = jax.random.split(key, n_init)
+    results, failed = jax.vmap(_fit_restart, in_axes=(None, None, 0, None, None, None))(
+        X, w, keys, init, config, skip
+    )
+    score = jnp.where(failed, -jnp.inf, results.log_likelihood)
+    best = jnp.argmax(score)
+    res = jax.tree_util.tree_map(lambda a: a[best], results)
+
+    # Datasets that cannot be fitted: finite placeholders and their own status.
+    bad_status = jnp.where(nonfinite, Status.NONFINITE_INPUT, Status.TOO_FEW_POINTS).astype(jnp.int32)
+    fallback = _fallback_params(K, D, config, X.dtype)
+
+    def unfitted(r: FitResult) -> FitResult:
+        """r with the placeholders of an unfittable dataset where skip is True."""
+
+        def pick(good, bad):
+            return jnp.where(skip, jnp.broadcast_to(bad, good.shape), good)
+
+        trace = r.trace
+        if trace is not None:
+            tp = trace.params
+            if tp is not None:
+                tp = jax.tree_util.tree_map(pick, tp, fallback)
+            trace = Trace(pick(trace.log_likelihood, TRACE_FILL), tp)
+        return FitResult(
+            params=jax.tree_util.tree_map(pick, r.params, fallback),
+            log_likelihood=pick(r.log_likelihood, -jnp.inf),
+            n_iter=pick(r.n_iter, 0),
+            converged=pick(r.converged, False),
+            status=pick(r.status, bad_status),
+            trace=trace,
+        )
+
+    restarts = None
+    if config.keep_restarts:
+        # Each restart's leaves carry a leading (n_init,) axis; placeholders broadcast.
+        restarts = jax.vmap(unfitted)(results)
+    return unfitted(res)._replace(restarts=restarts)
+
+
+def _fit_batch(X, w, key, init, config: EMConfig) -> FitResult:
+    """Datasets via vmap: X (B, N, D), w (B, N), key (B,), init leaves (B, ...) or None."""
+    return jax.vmap(lambda x, ww, k, i: _fit_dataset(x, ww, k, i, config))(X, w, key, init)
+
+
+_fit_jit = jax.jit(_fit_dataset, static_argnames=("config",))
+_fit_batch_jit = jax.jit(_fit_batch, static_argnames=("config",))
+
+
+def fit(X, config: EMConfig, *, key=None, weights=None, init_params: GMMParams | None = None) -> FitResult:
+    """Fits a Gaussian mixture to one dataset with EM.
+
+    Args:
+      X: (N,) or (N, D) data. A 1-D array is one feature.
+      config: an `EMConfig`.
+      key: a JAX PRNG key (``jax.random.key(0)``); restarts use ``split(key, n_init)``.
+        May be omitted when ``init_params`` is given.
+      weights: optional (N,) non-negative sample weights; 0 ignores the point.
+      init_params: optional `GMMParams` to start EM from instead of ``config.init``
+        (then a single restart runs: all would be identical).
+
+    Returns:
+      A `FitResult`; check ``result.status`` (a `Status`) before using the fit.
+
+    Example:
+      >>> import jax, numpy as np, gmmjax
+      >>> X = np.random.default_rng(0).normal(size=(500, 2))
+      >>> res = gmmjax.fit(X, gmmjax.EMConfig(n_components=2, n_init=4), key=jax.random.key(0))
+      >>> res.params.means.shape
+      (2, 2)
+    """
+    X, w = _validate.one_dataset(X, weights)
+    key = _validate.key_for(key, init_params, batch=None)
+    init = _validate.init_params(init_params, config, X.shape[1], X.dtype, batch=None)
+    return _fit_jit(X, w, key, init, config=config)
+
+
+def fit_batch(Xs, config: EMConfig, *, key=None, mask=None, weights=None, init_params=None) -> FitResult:
+    """Fits one Gaussian mixture per dataset, all datasets in one compiled call.
+
+    Args:
+      Xs: a padded (B, N, D) array, a (B, N) array of 1-D datasets, or a list of B
+        arrays of shapes (N_i, D) or (N_i,) (padded here).
+      config: an `EMConfig`, shared by all datasets.
+      key: one PRNG key (dataset i uses ``jax.random.split(key, B)[i]``) or a (B,)
+        array of keys. May be omitted when ``init_params`` is given.
+      mask: optional (B, N) bool, True for valid points (arrays only; a list is
+        masked for you). Masked values may be anything, NaN and inf included.
+      weights: optional (B, N) non-negative sample weights (or a list of (N_i,)).
+      init_params: optional `GMMParams` with a leading (B,) axis on every leaf.
+
+    Returns:
+      A `FitResult` whose leaves all have a leading (B,) axis. Dataset i equals
+      ``fit(Xs[i][mask[i]], config, key=split(key, B)[i])`` up to rounding.
+
+    Example:
+      >>> import jax, numpy as np, gmmjax
+      >>> rng = np.random.default_rng(0)
+      >>> Xs = [rng.normal(size=(n, 1)) for n in (50, 80, 120)]
+      >>> res = gmmjax.fit_batch(Xs, gmmjax.EMConfig(n_components=2), key=jax.random.key(0))
+      >>> res.status.shape
+      (3,)
+    """
+    X, w = _validate.batch(Xs, mask, weights)
+    B = X.shape[0]
+    key = _validate.key_for(key, init_params, batch=B)
+    init = _validate.init_params(init_params, config, X.shape[2], X.dtype, batch=B)
+    return _fit_batch_jit(X, w, key, init, config=config)
+
+
+def status_counts(status) -> dict:
+    """{Status name: count} for an array of statuses (e.g. ``fit_batch(...).status``)."""
+    values, counts = np.unique(np.asarray(status).ravel(), return_counts=True)
+    return {Status(int(v)).name: int(c) for v, c in zip(values, counts)}

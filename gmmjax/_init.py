@@ -1,0 +1,146 @@
+"""Initial parameters for ONE dataset and ONE restart.
+
+Every method draws its random numbers so that they do not depend on how much
+zero-weight padding follows the valid points: indices are drawn by inverting the
+cumulative weight (a padded tail adds nothing to it), and per-point random numbers
+come from ``fold_in(key, n)``. This is what makes `fit_batch` padding invariant.
+
+Shapes: X (N, D) finite, w (N,) non-negative, K = n_components.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from gmmjax._em import m_step
+from gmmjax._types import EMConfig, GMMParams
+
+#: Lloyd iterations of init="kmeans" stop when no label changes, or after this many.
+KMEANS_MAX_ITER = 100
+
+
+def _sq_dist(X, centers):
+    """(N, C) squared Euclidean distances, clipped at zero."""
+    d = (
+        jnp.sum(X * X, axis=1)[:, None]
+        - 2.0 * X @ centers.T
+        + jnp.sum(centers * centers, axis=1)[None, :]
+    )
+    return jnp.maximum(d, 0.0)
+
+
+def _draw_index(u, mass, last_valid):
+    """Index n with probability mass[n] / sum(mass), for u ~ U[0, 1) of any shape."""
+    cdf = jnp.cumsum(mass)
+    idx = jnp.searchsorted(cdf, u * cdf[-1], side="right")
+    return jnp.minimum(idx, last_valid)
+
+
+def _last_valid(w):
+    n = jnp.arange(w.shape[0])
+    return jnp.max(jnp.where(w > 0, n, 0))
+
+
+def kmeans_plusplus(key, X, w, K):
+    """(K, D) greedy k-means++ seeds, weighted by w (scikit-learn's algorithm).
+
+    Each new seed is the best of ``2 + floor(log K)`` candidates drawn with probability
+    proportional to w times the squared distance to the nearest seed so far.
+    """
+    n_trials = 2 + int(math.log(K))
+    last = _last_valid(w)
+    keys = jax.random.split(key, K)
+    first = _draw_index(jax.random.uniform(keys[0], (), X.dtype), w, last)
+    centers = jnp.zeros((K, X.shape[1]), X.dtype).at[0].set(X[first])
+    closest = _sq_dist(X, X[first][None])[:, 0]  # (N,)
+
+    def add_seed(c, carry):
+        centers, closest = carry
+        mass = w * closest
+        # All valid points already sit on a seed (e.g. constant data): draw by weight.
+        mass = jnp.where(jnp.sum(mass) > 0, mass, w)
+        u = jax.random.uniform(keys[c], (n_trials,), X.dtype)
+        cand = _draw_index(u, mass, last)  # (n_trials,)
+        d = jnp.minimum(closest[:, None], _sq_dist(X, X[cand]))  # (N, n_trials)
+        best = jnp.argmin(jnp.sum(w[:, None] * d, axis=0))
+        return centers.at[c].set(X[cand[best]]), d[:, best]
+
+    centers, _ = jax.lax.fori_loop(1, K, add_seed, (centers, closest))
+    return centers
+
+
+def random_from_data(key, X, w, K):
+    """(K, D) seeds: K distinct points with positive weight, drawn uniformly."""
+    last = _last_valid(w)
+    keys = jax.random.split(key, K)
+    avail = (w > 0).astype(X.dtype)
+
+    def pick(c, carry):
+        centers, avail = carry
+        mass = jnp.where(jnp.sum(avail) > 0, avail, (w > 0).astype(X.dtype))
+        i = _draw_index(jax.random.uniform(keys[c], (), X.dtype), mass, last)
+        return centers.at[c].set(X[i]), avail.at[i].set(0.0)
+
+    centers = jnp.zeros((K, X.shape[1]), X.dtype)
+    centers, _ = jax.lax.fori_loop(0, K, pick, (centers, avail))
+    return centers
+
+
+def lloyd(X, w, centers):
+    """Weighted Lloyd iterations from ``centers`` until no label changes.
+
+    A cluster that loses all its points keeps its previous center.
+    """
+    K = centers.shape[0]
+
+    def labels_of(c):
+        return jnp.argmin(_sq_dist(X, c), axis=1)
+
+    def cond(s):
+        i, _, _, changed = s
+        return changed & (i < KMEANS_MAX_ITER)
+
+    def body(s):
+        i, c, labels, _ = s
+        onehot = jax.nn.one_hot(labels, K, dtype=X.dtype) * w[:, None]
+        count = jnp.sum(onehot, axis=0)
+        new_c = jnp.where(
+            count[:, None] > 0, (onehot.T @ X) / jnp.maximum(count, 1e-30)[:, None], c
+        )
+        new_labels = labels_of(new_c)
+        return i + 1, new_c, new_labels, jnp.any((new_labels != labels) & (w > 0))
+
+    labels = labels_of(centers)
+    _, centers, _, _ = jax.lax.while_loop(cond, body, (0, centers, labels, True))
+    return centers
+
+
+def _nearest_resp(X, centers):
+    return jax.nn.one_hot(jnp.argmin(_sq_dist(X, centers), axis=1), centers.shape[0], dtype=X.dtype)
+
+
+def init_params(key, X, w, config: EMConfig) -> GMMParams:
+    """Initial GMMParams from ``config.init``.
+
+    Seed-based methods assign every point to its nearest seed and take one M-step
+    (scikit-learn puts only the seeds themselves in the first M-step, which starts
+    every component at width reg_covar); "random" takes the M-step of uniform random
+    responsibilities, as scikit-learn.
+    """
+    K = config.n_components
+    if config.init == "random":
+        n = jnp.arange(X.shape[0])
+        u = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i), (K,), X.dtype))(n)
+        resp = u / jnp.sum(u, axis=1, keepdims=True)
+    else:
+        if config.init == "random_from_data":
+            centers = random_from_data(key, X, w, K)
+        else:
+            centers = kmeans_plusplus(key, X, w, K)
+            if config.init == "kmeans":
+                centers = lloyd(X, w, centers)
+        resp = _nearest_resp(X, centers)
+    return m_step(X, w, resp, config.covariance_type, config.reg_covar)

@@ -1,0 +1,197 @@
+"""Checks at the Python boundary. Each error says what was wrong and what to do.
+
+Nothing here runs inside jit: problems found inside a compiled fit become a per-dataset
+`Status` instead (one bad dataset must never fail a whole batch).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gmmjax._covariance import COVARIANCE
+from gmmjax._types import COVARIANCE_TYPES, INITS, TRACES, GMMParams
+
+
+def _is_int(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def check_config(c) -> None:
+    if not _is_int(c.n_components) or c.n_components < 1:
+        raise ValueError(f"n_components must be an integer >= 1, got {c.n_components!r}.")
+    if c.covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(
+            f"Unknown covariance_type {c.covariance_type!r}; use one of {', '.join(map(repr, COVARIANCE_TYPES))}."
+        )
+    if not _is_int(c.n_init) or c.n_init < 1:
+        raise ValueError(f"n_init must be an integer >= 1 (number of restarts), got {c.n_init!r}.")
+    if c.init not in INITS:
+        raise ValueError(f"Unknown init {c.init!r}; use one of {', '.join(map(repr, INITS))}.")
+    if not _is_int(c.max_iter) or c.max_iter < 0:
+        raise ValueError(f"max_iter must be an integer >= 0, got {c.max_iter!r}.")
+    if not _is_real(c.tol) or not c.tol >= 0:
+        raise ValueError(f"tol must be a number >= 0 (e.g. 1e-3), got {c.tol!r}.")
+    if not _is_real(c.reg_covar) or not (0 <= c.reg_covar < np.inf):
+        raise ValueError(f"reg_covar must be a finite number >= 0 (e.g. 1e-6), got {c.reg_covar!r}.")
+    if not isinstance(c.keep_restarts, bool):
+        raise ValueError(f"keep_restarts must be True or False, got {c.keep_restarts!r}.")
+    if c.trace not in TRACES:
+        raise ValueError(f"Unknown trace {c.trace!r}; use None, 'loglik' or 'params'.")
+
+
+def _as_float_array(x):
+    """jnp array of a floating dtype (integers and float16 become the default float)."""
+    x = x if isinstance(x, jax.Array) else np.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating) or jnp.finfo(x.dtype).bits < 32:
+        x = x.astype(jnp.result_type(float))
+    return jnp.asarray(x)
+
+
+def _concrete(x):
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _check_weights(w, shape):
+    w = _as_float_array(w)
+    if w.shape != shape:
+        raise ValueError(f"weights must have shape {shape} (one per sample), got {w.shape}.")
+    if _concrete(w):
+        wn = np.asarray(w)
+        if not np.all(np.isfinite(wn)) or np.any(wn < 0):
+            raise ValueError("weights must be finite and >= 0 (use 0 to ignore a sample).")
+    return w
+
+
+def one_dataset(X, weights):
+    """(N, D) float array and (N,) weights for `fit`."""
+    X = _as_float_array(X)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2:
+        raise ValueError(
+            f"X must have shape (n_samples,) or (n_samples, n_features), got {X.shape}. "
+            "To fit many datasets at once, use gmmjax.fit_batch."
+        )
+    if X.shape[0] == 0:
+        raise ValueError("X is empty (0 samples): pass at least n_components samples.")
+    if X.shape[1] == 0:
+        raise ValueError("X has 0 features: pass data of shape (n_samples, n_features >= 1).")
+    w = jnp.ones(X.shape[0], X.dtype) if weights is None else _check_weights(weights, X.shape[:1])
+    return X, w.astype(X.dtype)
+
+
+def _pad_list(Xs, weights):
+    arrays = [np.asarray(x) for x in Xs]
+    if not arrays:
+        raise ValueError("Xs is an empty list: pass at least one dataset.")
+    arrays = [a[:, None] if a.ndim == 1 else a for a in arrays]
+    for i, a in enumerate(arrays):
+        if a.ndim != 2:
+            raise ValueError(f"dataset {i} must have shape (n_samples,) or (n_samples, n_features), got {a.shape}.")
+    D = {a.shape[1] for a in arrays}
+    if len(D) != 1:
+        raise ValueError(f"all datasets must have the same number of features, got {sorted(D)}.")
+    lengths = [a.shape[0] for a in arrays]
+    N, D = max(max(lengths), 1), D.pop()
+    dtype = np.result_type(*arrays)
+    if not np.issubdtype(dtype, np.floating) or np.finfo(dtype).bits < 32:
+        dtype = np.result_type(float)
+    X = np.zeros((len(arrays), N, D), dtype)
+    mask = np.zeros((len(arrays), N), bool)
+    for i, a in enumerate(arrays):
+        X[i, : a.shape[0]] = a
+        mask[i, : a.shape[0]] = True
+    w = None
+    if weights is not None:
+        if len(weights) != len(arrays):
+            raise ValueError(f"weights has {len(weights)} entries for {len(arrays)} datasets.")
+        w = np.zeros((len(arrays), N), dtype)
+        for i, wi in enumerate(weights):
+            wi = np.asarray(wi)
+            if wi.shape != (lengths[i],):
+                raise ValueError(f"weights[{i}] must have shape ({lengths[i]},), got {wi.shape}.")
+            w[i, : lengths[i]] = wi
+    return X, mask, w
+
+
+def batch(Xs, mask, weights):
+    """(B, N, D) float array and (B, N) weights (0 where masked) for `fit_batch`."""
+    if isinstance(Xs, (list, tuple)):
+        if mask is not None:
+            raise ValueError("mask is for a padded array; a list of datasets is masked for you.")
+        Xs, mask, weights = _pad_list(Xs, weights)
+    X = _as_float_array(Xs)
+    if X.ndim == 2:
+        X = X[:, :, None]
+    if X.ndim != 3:
+        raise ValueError(
+            f"Xs must be a (B, N, D) or (B, N) array or a list of arrays, got shape {X.shape}. "
+            "For one dataset use gmmjax.fit."
+        )
+    B, N, D = X.shape
+    if B == 0:
+        raise ValueError("Xs holds 0 datasets: pass at least one.")
+    if D == 0:
+        raise ValueError("Xs has 0 features: pass data of shape (B, N, n_features >= 1).")
+    w = jnp.ones((B, N), X.dtype) if weights is None else _check_weights(weights, (B, N))
+    if mask is not None:
+        mask = mask if isinstance(mask, jax.Array) else np.asarray(mask)
+        if mask.shape != (B, N):
+            raise ValueError(f"mask must have shape (B, N) = {(B, N)} to match Xs, got {mask.shape}.")
+        w = jnp.where(jnp.asarray(mask, bool), w, 0.0)
+    return X, w.astype(X.dtype)
+
+
+def _is_single_key(key):
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key.ndim == 0
+    return key.shape == (2,) and key.dtype == jnp.uint32
+
+
+def key_for(key, init_params, batch):
+    """A single key (batch None) or a (B,) array of keys, one per dataset."""
+    if key is None:
+        if init_params is None:
+            raise ValueError("pass a random key, e.g. key=jax.random.key(0) (or give init_params).")
+        key = jax.random.key(0)
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if batch is None:
+        if not _is_single_key(key):
+            raise ValueError(f"key must be a single PRNG key such as jax.random.key(0), got shape {key.shape}.")
+        return key
+    if _is_single_key(key):
+        return jax.random.split(key, batch)
+    n = key.shape[0] if key.ndim else -1
+    ok = (key.ndim == 1) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else (key.ndim == 2)
+    if not ok or n != batch:
+        raise ValueError(f"key must be one PRNG key or an array of {batch} keys (one per dataset), got shape {key.shape}.")
+    return key
+
+
+def init_params(p, config, D, dtype, batch):
+    """init_params as GMMParams of ``dtype``, with shapes checked against config."""
+    if p is None:
+        return None
+    if not isinstance(p, GMMParams):
+        raise ValueError("init_params must be a gmmjax.GMMParams(weights, means, covariances).")
+    K = config.n_components
+    lead = () if batch is None else (batch,)
+    want = GMMParams(lead + (K,), lead + (K, D), lead + COVARIANCE[config.covariance_type].shape(K, D))
+    out = []
+    for name, arr, shape in zip(GMMParams._fields, p, want):
+        arr = jnp.asarray(arr, dtype)
+        if arr.shape != shape:
+            raise ValueError(
+                f"init_params.{name} must have shape {shape} for n_components={K}, "
+                f"n_features={D}, covariance_type={config.covariance_type!r}; got {arr.shape}."
+            )
+        out.append(arr)
+    return GMMParams(*out)
