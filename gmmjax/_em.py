@@ -36,18 +36,21 @@ def e_step(X, w, params: GMMParams, covariance_type: str):
     return ll, wlp - log_norm[:, None]
 
 
-def m_step(X, w, resp, covariance_type: str, reg_covar: float) -> GMMParams:
+def m_step(X, w, resp, covariance_type: str, reg_covar: float, active) -> GMMParams:
     """Maximum-likelihood parameters given (N, K) responsibilities, as scikit-learn.
 
     nk gets 10 * eps added (scikit-learn's guard against empty components), means
     are weighted averages, covariances come from centred data plus reg_covar.
+    ``active`` (K,) bool switches component slots off (weight exactly 0, so they get
+    no responsibility in the next E-step): model selection fits every K in one call.
     """
     wr = resp * w[:, None]  # (N, K)
     eps = jnp.finfo(X.dtype).eps
     nk = jnp.sum(wr, axis=0) + 10 * eps  # (K,)
     means = (wr.T @ X) / nk[:, None]
     cov = COVARIANCE[covariance_type].estimate(X, wr, nk, means, reg_covar)
-    return GMMParams(weights=nk / jnp.sum(nk), means=means, covariances=cov)
+    mass = jnp.where(active, nk, 0.0)
+    return GMMParams(weights=mass / jnp.sum(mass), means=means, covariances=cov)
 
 
 def is_finite(params: GMMParams):
@@ -56,7 +59,7 @@ def is_finite(params: GMMParams):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves]))
 
 
-def is_degenerate(params: GMMParams, covariance_type: str, reg_covar: float):
+def is_degenerate(params: GMMParams, covariance_type: str, reg_covar: float, active):
     """() bool: some component's smallest covariance eigenvalue is held up by reg_covar.
 
     A component counts as collapsed when the data contribute no more than reg_covar
@@ -65,6 +68,11 @@ def is_degenerate(params: GMMParams, covariance_type: str, reg_covar: float):
     """
     eig = COVARIANCE[covariance_type].eigenvalues(params.covariances)
     eps = jnp.finfo(eig.dtype).eps
-    lam_min = jnp.min(eig, axis=-1) if eig.ndim else eig
-    lam_max = jnp.max(eig, axis=-1) if eig.ndim else eig
-    return jnp.any(lam_min <= 2 * reg_covar + 16 * eps * lam_max)
+    if covariance_type == "spherical":  # (K,): one eigenvalue per component
+        lam_min = lam_max = eig
+    else:  # full, diag: (K, D); tied: (D,), shared by all components
+        lam_min, lam_max = jnp.min(eig, axis=-1), jnp.max(eig, axis=-1)
+    collapsed = lam_min <= 2 * reg_covar + 16 * eps * lam_max
+    if covariance_type != "tied":
+        collapsed = collapsed & active
+    return jnp.any(collapsed)

@@ -38,7 +38,7 @@ def _write(buf, t, value):
     return jax.lax.dynamic_update_index_in_dim(buf, value, t, axis=0)
 
 
-def _em(X, w, params0: GMMParams, config: EMConfig, skip):
+def _em(X, w, params0: GMMParams, config: EMConfig, skip, active):
     """Runs EM from params0 for one dataset and one restart.
 
     The stopping rule is scikit-learn's: iteration t (1-based) computes LL(params_{t-1})
@@ -70,7 +70,7 @@ def _em(X, w, params0: GMMParams, config: EMConfig, skip):
 
     def body(s: _LoopState):
         ll, log_resp = e_step(X, w, s.params, config.covariance_type)
-        new = m_step(X, w, jnp.exp(log_resp), config.covariance_type, config.reg_covar)
+        new = m_step(X, w, jnp.exp(log_resp), config.covariance_type, config.reg_covar, active)
         bad_ll = ~jnp.isfinite(ll)
         bad_new = ~is_finite(new)
         # Both sides finite here whenever it matters: inf - (-inf) is never < tol.
@@ -113,11 +113,11 @@ def _em(X, w, params0: GMMParams, config: EMConfig, skip):
     return s.params, ll, s.t, s.converged, failed, Trace(trace_ll, tp)
 
 
-def _fit_restart(X, w, key, init, config: EMConfig, skip):
+def _fit_restart(X, w, key, init, config: EMConfig, skip, active):
     """One dataset, one restart. Returns (FitResult without trace selection, failed)."""
-    params0 = _init_params(key, X, w, config) if init is None else init
-    params, ll, n_iter, converged, failed, trace = _em(X, w, params0, config, skip)
-    degenerate = is_degenerate(params, config.covariance_type, config.reg_covar)
+    params0 = _init_params(key, X, w, config, active) if init is None else init
+    params, ll, n_iter, converged, failed, trace = _em(X, w, params0, config, skip, active)
+    degenerate = is_degenerate(params, config.covariance_type, config.reg_covar, active)
     status = jnp.where(
         failed,
         Status.NUMERICAL_FAILURE,
@@ -137,30 +137,34 @@ def _fallback_params(K, D, config: EMConfig, dtype) -> GMMParams:
     )
 
 
-def _fit_dataset(X, w, key, init, config: EMConfig) -> FitResult:
+def _fit_dataset(X, w, key, init, config: EMConfig, n_active=None) -> FitResult:
     """One dataset: sanitise, run the restarts in parallel (vmap), keep the best.
 
     X (N, D) may hold anything where w == 0 (padding: NaN, 1e30, ...); it is replaced
     by zeros with `where`, so padding never reaches the arithmetic.
+    ``n_active`` (a traced int, default config.n_components) fits only the first
+    n_active component slots; the others get weight 0 (model selection over K).
     """
     with jax.default_matmul_precision("highest"):
-        return _fit_dataset_impl(X, w, key, init, config)
+        return _fit_dataset_impl(X, w, key, init, config, n_active)
 
 
-def _fit_dataset_impl(X, w, key, init, config: EMConfig) -> FitResult:
+def _fit_dataset_impl(X, w, key, init, config: EMConfig, n_active) -> FitResult:
     K, (N, D) = config.n_components, X.shape
+    n_active = K if n_active is None else n_active
+    active = jnp.arange(K) < n_active
     valid = w > 0
     row_finite = jnp.all(jnp.isfinite(X), axis=1)
     nonfinite = jnp.any(valid & ~row_finite)
-    too_few = jnp.sum(valid) < K
+    too_few = jnp.sum(valid) < n_active
     X = jnp.where((valid & row_finite)[:, None], X, 0.0)
     w = jnp.where(valid & row_finite, w, 0.0)
     skip = nonfinite | too_few
 
     n_init = 1 if init is not None else config.n_init
     keys = jax.random.split(key, n_init)
-    results, failed = jax.vmap(_fit_restart, in_axes=(None, None, 0, None, None, None))(
-        X, w, keys, init, config, skip
+    results, failed = jax.vmap(_fit_restart, in_axes=(None, None, 0, None, None, None, None))(
+        X, w, keys, init, config, skip, active
     )
     score = jnp.where(failed, -jnp.inf, results.log_likelihood)
     best = jnp.argmax(score)
@@ -169,6 +173,7 @@ def _fit_dataset_impl(X, w, key, init, config: EMConfig) -> FitResult:
     # Datasets that cannot be fitted: finite placeholders and their own status.
     bad_status = jnp.where(nonfinite, Status.NONFINITE_INPUT, Status.TOO_FEW_POINTS).astype(jnp.int32)
     fallback = _fallback_params(K, D, config, X.dtype)
+    fallback = fallback._replace(weights=jnp.where(active, 1.0, 0.0).astype(X.dtype) / n_active)
 
     def unfitted(r: FitResult) -> FitResult:
         """r with the placeholders of an unfittable dataset where skip is True."""

@@ -44,11 +44,12 @@ def _last_valid(w):
     return jnp.max(jnp.where(w > 0, n, 0))
 
 
-def kmeans_plusplus(key, X, w, K):
+def kmeans_plusplus(key, X, w, K, active):
     """(K, D) greedy k-means++ seeds, weighted by w (scikit-learn's algorithm).
 
     Each new seed is the best of ``2 + floor(log K)`` candidates drawn with probability
     proportional to w times the squared distance to the nearest seed so far.
+    Inactive slots (``active`` False) copy seed 0 and do not count as seeds.
     """
     n_trials = 2 + int(math.log(K))
     last = _last_valid(w)
@@ -66,7 +67,8 @@ def kmeans_plusplus(key, X, w, K):
         cand = _draw_index(u, mass, last)  # (n_trials,)
         d = jnp.minimum(closest[:, None], _sq_dist(X, X[cand]))  # (N, n_trials)
         best = jnp.argmin(jnp.sum(w[:, None] * d, axis=0))
-        return centers.at[c].set(X[cand[best]]), d[:, best]
+        on = active[c]
+        return centers.at[c].set(jnp.where(on, X[cand[best]], centers[0])), jnp.where(on, d[:, best], closest)
 
     centers, _ = jax.lax.fori_loop(1, K, add_seed, (centers, closest))
     return centers
@@ -89,7 +91,7 @@ def random_from_data(key, X, w, K):
     return centers
 
 
-def lloyd(X, w, centers):
+def lloyd(X, w, centers, active):
     """Weighted Lloyd iterations from ``centers`` until no label changes.
 
     A cluster that loses all its points keeps its previous center.
@@ -97,7 +99,7 @@ def lloyd(X, w, centers):
     K = centers.shape[0]
 
     def labels_of(c):
-        return jnp.argmin(_sq_dist(X, c), axis=1)
+        return _nearest(X, c, active)
 
     def cond(s):
         i, _, _, changed = s
@@ -118,29 +120,32 @@ def lloyd(X, w, centers):
     return centers
 
 
-def _nearest_resp(X, centers):
-    return jax.nn.one_hot(jnp.argmin(_sq_dist(X, centers), axis=1), centers.shape[0], dtype=X.dtype)
+def _nearest(X, centers, active):
+    """(N,) index of the nearest active center."""
+    return jnp.argmin(jnp.where(active[None, :], _sq_dist(X, centers), jnp.inf), axis=1)
 
 
-def init_params(key, X, w, config: EMConfig) -> GMMParams:
+def init_params(key, X, w, config: EMConfig, active) -> GMMParams:
     """Initial GMMParams from ``config.init``.
 
     Seed-based methods assign every point to its nearest seed and take one M-step
     (scikit-learn puts only the seeds themselves in the first M-step, which starts
     every component at width reg_covar); "random" takes the M-step of uniform random
-    responsibilities, as scikit-learn.
+    responsibilities, as scikit-learn. Slots with ``active`` (K,) False get no data
+    and weight 0.
     """
     K = config.n_components
     if config.init == "random":
         n = jnp.arange(X.shape[0])
         u = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i), (K,), X.dtype))(n)
+        u = u * active[None, :]
         resp = u / jnp.sum(u, axis=1, keepdims=True)
     else:
         if config.init == "random_from_data":
             centers = random_from_data(key, X, w, K)
         else:
-            centers = kmeans_plusplus(key, X, w, K)
+            centers = kmeans_plusplus(key, X, w, K, active)
             if config.init == "kmeans":
-                centers = lloyd(X, w, centers)
-        resp = _nearest_resp(X, centers)
-    return m_step(X, w, resp, config.covariance_type, config.reg_covar)
+                centers = lloyd(X, w, centers, active)
+        resp = jax.nn.one_hot(_nearest(X, centers, active), K, dtype=X.dtype)
+    return m_step(X, w, resp, config.covariance_type, config.reg_covar, active)

@@ -1,0 +1,18 @@
+"""Shared test set-up: float64 on (scikit-learn is the float64 oracle), fixed seeds."""
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261126)
+
+
+def blobs(rng, n=(150, 100, 120), D=2, spread=4.0):
+    """Well separated Gaussian clusters: (sum(n), D) float64."""
+    centers = rng.normal(scale=spread, size=(len(n), D))
+    return np.concatenate([c + rng.normal(size=(m, D)) * (0.5 + 0.5 * i) for i, (c, m) in enumerate(zip(centers, n))])
