@@ -1,0 +1,97 @@
+"""Semantics 2: batch and padding invariance; no recompilation on a second call."""
+
+import jax
+import numpy as np
+import pytest
+
+import gmmjax
+from gmmjax._fit import _fit_batch_jit
+
+CONFIG = gmmjax.EMConfig(3, n_init=3, max_iter=60, trace="params")
+
+
+def _datasets(rng):
+    sizes = [40, 200, 120, 75]
+    return [np.concatenate([rng.normal(0, 1, (n // 2, 2)), rng.normal(4, 0.5, (n - n // 2, 2))]) for n in sizes]
+
+
+def _assert_same(a: gmmjax.FitResult, b: gmmjax.FitResult, rtol=1e-9):
+    assert int(a.n_iter) == int(b.n_iter)
+    assert int(a.status) == int(b.status)
+    assert bool(a.converged) == bool(b.converged)
+    for x, y in zip(jax.tree_util.tree_leaves((a.params, a.log_likelihood, a.trace)),
+                    jax.tree_util.tree_leaves((b.params, b.log_likelihood, b.trace))):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=1e-12)
+
+
+def _row(res, i):
+    return jax.tree_util.tree_map(lambda a: a[i], res)
+
+
+def test_each_dataset_equals_its_own_fit(rng):
+    Xs = _datasets(rng)
+    key = jax.random.key(42)
+    batch = gmmjax.fit_batch(Xs, CONFIG, key=key)
+    keys = jax.random.split(key, len(Xs))
+    for i, X in enumerate(Xs):
+        _assert_same(_row(batch, i), gmmjax.fit(X, CONFIG, key=keys[i]))
+
+
+def test_key_array_is_accepted(rng):
+    Xs = _datasets(rng)
+    keys = jax.random.split(jax.random.key(5), len(Xs))
+    a = gmmjax.fit_batch(Xs, CONFIG, key=keys)
+    b = gmmjax.fit_batch(Xs, CONFIG, key=jax.random.key(5))
+    _assert_same(_row(a, 2), _row(b, 2), rtol=0)
+
+
+@pytest.mark.parametrize("pad_value", [0.0, np.nan, 1e30, -np.inf])
+def test_padding_values_do_not_matter(rng, pad_value):
+    Xs = _datasets(rng)
+    N = max(len(x) for x in Xs) + 17
+    padded = np.full((len(Xs), N, 2), pad_value)
+    mask = np.zeros((len(Xs), N), bool)
+    for i, X in enumerate(Xs):
+        padded[i, : len(X)] = X
+        mask[i, : len(X)] = True
+    key = jax.random.key(1)
+    from_list = gmmjax.fit_batch(Xs, CONFIG, key=key)
+    from_array = gmmjax.fit_batch(padded, CONFIG, key=key, mask=mask)
+    assert np.all(np.asarray(from_array.status) <= gmmjax.Status.MAX_ITER)
+    for i in range(len(Xs)):
+        _assert_same(_row(from_array, i), _row(from_list, i))
+
+
+def test_masked_points_in_the_middle_equal_zero_weights(rng):
+    X = _datasets(rng)[1]
+    keep = rng.random(len(X)) > 0.3
+    key = jax.random.key(9)
+    masked = gmmjax.fit_batch(X[None], CONFIG, key=key, mask=keep[None])
+    weighted = gmmjax.fit_batch(X[None], CONFIG, key=key, weights=keep[None].astype(float))
+    _assert_same(_row(masked, 0), _row(weighted, 0), rtol=0)
+
+
+def test_other_datasets_do_not_change_a_result(rng):
+    Xs = _datasets(rng)
+    key = jax.random.split(jax.random.key(0), 4)
+    alone = gmmjax.fit_batch(Xs[:2], CONFIG, key=key[:2])
+    with_others = gmmjax.fit_batch(Xs, CONFIG, key=key)
+    for i in range(2):
+        _assert_same(_row(alone, i), _row(with_others, i))
+
+
+def test_one_dimensional_batches(rng):
+    Xs = rng.random((3, 50))
+    res = gmmjax.fit_batch(Xs, gmmjax.EMConfig(2, max_iter=20), key=jax.random.key(0))
+    assert res.params.means.shape == (3, 2, 1)
+    assert res.params.covariances.shape == (3, 2, 1, 1)
+
+
+def test_second_call_does_not_recompile(rng):
+    Xs = _datasets(rng)
+    config = gmmjax.EMConfig(2, max_iter=7)
+    gmmjax.fit_batch(Xs, config, key=jax.random.key(0))
+    size = _fit_batch_jit._cache_size()
+    other = [x + 1.0 for x in Xs]  # same shapes, new values and key
+    gmmjax.fit_batch(other, config, key=jax.random.key(1))
+    assert _fit_batch_jit._cache_size() == size

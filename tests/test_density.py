@@ -1,0 +1,96 @@
+"""log_prob, predict_proba, predict and sample against SciPy and scikit-learn."""
+
+import jax
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+from sklearn.mixture import GaussianMixture
+
+import gmmjax
+
+TYPES = ["full", "diag", "spherical", "tied"]
+
+
+def _params(rng, covariance_type, K=3, D=2):
+    A = rng.normal(size=(K, D, D))
+    full = A @ np.swapaxes(A, -1, -2) + 0.5 * np.eye(D)
+    cov = {
+        "full": full,
+        "diag": rng.uniform(0.5, 2.0, (K, D)),
+        "spherical": rng.uniform(0.5, 2.0, K),
+        "tied": full[0],
+    }[covariance_type]
+    w = rng.uniform(0.2, 1.0, K)
+    return gmmjax.GMMParams(w / w.sum(), rng.normal(scale=3, size=(K, D)), cov)
+
+
+def _full(cov, covariance_type, K, D):
+    return {
+        "full": lambda: cov,
+        "diag": lambda: np.stack([np.diag(c) for c in cov]),
+        "spherical": lambda: cov[:, None, None] * np.eye(D),
+        "tied": lambda: np.broadcast_to(cov, (K, D, D)),
+    }[covariance_type]()
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_log_prob_against_scipy_and_sklearn(rng, covariance_type):
+    p = _params(rng, covariance_type)
+    X = rng.normal(scale=3, size=(50, 2))
+    covs = _full(p.covariances, covariance_type, 3, 2)
+    want = np.log(sum(w * multivariate_normal(m, c).pdf(X) for w, m, c in zip(p.weights, p.means, covs)))
+    got = np.asarray(gmmjax.log_prob(p, X, covariance_type=covariance_type))
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+
+    sk = GaussianMixture(3, covariance_type=covariance_type)
+    from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
+
+    sk.weights_, sk.means_, sk.covariances_ = p.weights, p.means, p.covariances
+    sk.precisions_cholesky_ = _compute_precision_cholesky(p.covariances, covariance_type)
+    np.testing.assert_allclose(got, sk.score_samples(X), rtol=1e-10)
+    proba = np.asarray(gmmjax.predict_proba(p, X, covariance_type=covariance_type))
+    np.testing.assert_allclose(proba, sk.predict_proba(X), rtol=1e-8, atol=1e-300)
+    np.testing.assert_array_equal(np.asarray(gmmjax.predict(p, X, covariance_type=covariance_type)), sk.predict(X))
+
+
+def test_log_prob_never_underflows():
+    """The prototype multiplied densities and underflowed; log space does not."""
+    p = gmmjax.GMMParams(np.array([0.5, 0.5]), np.array([[0.0], [1.0]]), np.array([[[1e-4]], [[1e-4]]]))
+    X = np.array([[50.0], [-80.0]])
+    lp = np.asarray(gmmjax.log_prob(p, X))
+    assert np.all(np.isfinite(lp)) and np.all(lp < -1e6)
+    proba = np.asarray(gmmjax.predict_proba(p, X))
+    np.testing.assert_allclose(proba, [[0.0, 1.0], [1.0, 0.0]], atol=1e-12)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_sample_moments(rng, covariance_type):
+    p = _params(rng, covariance_type, K=2)
+    X, labels = gmmjax.sample(jax.random.key(0), p, 20000, covariance_type=covariance_type)
+    assert X.shape == (20000, 2) and labels.shape == (20000,)
+    np.testing.assert_allclose(np.bincount(np.asarray(labels), minlength=2) / 20000, p.weights, atol=0.015)
+    covs = _full(p.covariances, covariance_type, 2, 2)
+    for k in range(2):
+        Xk = np.asarray(X)[np.asarray(labels) == k]
+        np.testing.assert_allclose(Xk.mean(0), p.means[k], atol=0.1 * np.sqrt(covs[k].max()) + 0.05)
+        np.testing.assert_allclose(np.cov(Xk.T), covs[k], atol=0.1 * covs[k].max())
+
+
+def test_batched_functions(rng):
+    ps = [_params(rng, "diag") for _ in range(4)]
+    batched = jax.tree_util.tree_map(lambda *a: np.stack(a), *ps)
+    X = rng.normal(size=(4, 30, 2))
+    lp = np.asarray(gmmjax.log_prob(batched, X, covariance_type="diag"))
+    assert lp.shape == (4, 30)
+    for i in range(4):
+        np.testing.assert_allclose(lp[i], gmmjax.log_prob(ps[i], X[i], covariance_type="diag"), rtol=1e-12)
+    assert gmmjax.predict_proba(batched, X, covariance_type="diag").shape == (4, 30, 3)
+    assert gmmjax.predict(batched, X, covariance_type="diag").shape == (4, 30)
+    S, L = gmmjax.sample(jax.random.key(1), batched, 7, covariance_type="diag")
+    assert S.shape == (4, 7, 2) and L.shape == (4, 7)
+
+
+def test_feature_mismatch_is_an_error(rng):
+    p = _params(rng, "full")
+    with pytest.raises(ValueError, match="X has 3 features but the means have 2"):
+        gmmjax.log_prob(p, np.zeros((5, 3)))

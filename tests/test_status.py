@@ -1,0 +1,134 @@
+"""Semantics 3: one bad dataset never poisons a batch; every status has a test."""
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import gmmjax
+from gmmjax import Status
+
+TYPES = ["full", "diag", "spherical", "tied"]
+N = 60
+
+
+def _good(rng, n=N):
+    return np.concatenate([rng.normal(0, 1, (n // 2, 2)), rng.normal(5, 1, (n - n // 2, 2))])
+
+
+def _all_finite(res):
+    return all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree_util.tree_leaves(res.params))
+
+
+def _row(res, i):
+    return jax.tree_util.tree_map(lambda a: a[i], res)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_bad_datasets_get_their_status_and_others_do_not_move(rng, covariance_type):
+    config = gmmjax.EMConfig(3, covariance_type=covariance_type, n_init=2, max_iter=50)
+    good = _good(rng)
+    with_nan = good.copy()
+    with_nan[7, 1] = np.nan
+    with_inf = good.copy()
+    with_inf[3, 0] = np.inf
+    constant = np.full((N, 2), 3.25)
+    bad = [with_nan, with_inf, good[:2], np.zeros((0, 2)), constant]
+    keys = jax.random.split(jax.random.key(0), 1 + len(bad))
+
+    res = gmmjax.fit_batch([good] + bad, config, key=keys)
+    status = [Status(int(s)) for s in res.status]
+    assert status[0] in (Status.CONVERGED, Status.MAX_ITER)
+    assert status[1:] == [Status.NONFINITE_INPUT, Status.NONFINITE_INPUT, Status.TOO_FEW_POINTS,
+                          Status.TOO_FEW_POINTS, Status.DEGENERATE]
+    assert _all_finite(res)
+    ll = np.asarray(res.log_likelihood)
+    assert np.isfinite(ll[[0, 5]]).all() and np.all(ll[1:5] == -np.inf)
+    assert not np.isnan(np.asarray(res.trace.log_likelihood)).any()
+
+    # Same batch layout (same N, same position), bad neighbours replaced: bitwise equal.
+    clean = gmmjax.fit_batch([good] + [good] * len(bad), config, key=keys)
+    for x, y in zip(jax.tree_util.tree_leaves(_row(res, 0)), jax.tree_util.tree_leaves(_row(clean, 0))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_constant_data_gives_reg_covar_and_degenerate():
+    X = np.full((40, 1), -2.0)
+    res = gmmjax.fit(X, gmmjax.EMConfig(2, reg_covar=1e-4), key=jax.random.key(0))
+    assert int(res.status) == Status.DEGENERATE
+    np.testing.assert_allclose(np.asarray(res.params.covariances).ravel(), 1e-4, rtol=1e-6)
+    # Every point sits in the first component; the other is empty (weight ~ 10 eps / N).
+    np.testing.assert_allclose(np.asarray(res.params.means)[0], -2.0)
+    np.testing.assert_allclose(np.asarray(res.params.weights), [1.0, 0.0], atol=1e-12)
+    assert np.isfinite(float(res.log_likelihood))
+
+
+def test_collapsed_component_is_degenerate(rng):
+    # 30 copies of one point beside a Gaussian cloud: one component sits on the copies.
+    X = np.concatenate([rng.normal(size=(100, 2)), np.tile([[8.0, 8.0]], (30, 1))])
+    res = gmmjax.fit(X, gmmjax.EMConfig(2, n_init=3), key=jax.random.key(0))
+    assert int(res.status) == Status.DEGENERATE
+    assert _all_finite(res)
+
+
+def test_numerical_failure_keeps_last_finite_params():
+    # reg_covar = 0 on constant data: the first covariance is singular.
+    X = np.full((20, 2), 1.0)
+    res = gmmjax.fit(X, gmmjax.EMConfig(2, reg_covar=0.0), key=jax.random.key(0))
+    assert int(res.status) == Status.NUMERICAL_FAILURE
+    assert _all_finite(res)
+    assert not np.isnan(float(res.log_likelihood))
+    assert not np.isnan(np.asarray(res.trace.log_likelihood)).any()
+
+
+def test_weights_zero_points_do_not_count_as_valid(rng):
+    X = _good(rng)
+    w = np.zeros(N)
+    w[:2] = 1.0
+    res = gmmjax.fit(X, gmmjax.EMConfig(3), key=jax.random.key(0), weights=w)
+    assert int(res.status) == Status.TOO_FEW_POINTS
+
+
+def test_healthy_fit_under_debug_nans(rng):
+    X = _good(rng)
+    with jax.debug_nans(True):
+        for ct in TYPES:
+            res = gmmjax.fit_batch([X, X[:20]], gmmjax.EMConfig(3, covariance_type=ct, trace="params"), key=jax.random.key(0))
+            jax.block_until_ready(res)
+    assert np.all(np.asarray(res.status) <= Status.MAX_ITER)
+
+
+finite_or_bad = st.sampled_from([0.0, 1.0, -3.5, 1e6, -1e12, np.nan, np.inf, -np.inf])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    values=st.lists(finite_or_bad, min_size=1, max_size=6),
+    positions=st.lists(st.integers(0, N - 1), min_size=1, max_size=6),
+    length=st.integers(0, N),
+    constant=st.booleans(),
+)
+def test_property_bad_neighbour_never_moves_good_dataset(rng, values, positions, length, constant):
+    config = gmmjax.EMConfig(2, n_init=2, max_iter=30)
+    good = _good(np.random.default_rng(0))
+    bad = np.full((N, 2), 2.0) if constant else np.random.default_rng(1).normal(size=(N, 2))
+    for v, p in zip(values, positions):
+        bad[p % N, p % 2] = v
+    mask = np.ones((2, N), bool)
+    mask[1, length:] = False
+    keys = jax.random.split(jax.random.key(3), 2)
+    res = gmmjax.fit_batch(np.stack([good, bad]), config, key=keys, mask=mask)
+    ref = gmmjax.fit_batch(np.stack([good, good]), config, key=keys)
+    for x, y in zip(jax.tree_util.tree_leaves(_row(res, 0)), jax.tree_util.tree_leaves(_row(ref, 0))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert _all_finite(res)
+    s = Status(int(res.status[1]))
+    valid = bad[:length]
+    if not np.isfinite(valid).all():
+        assert s == Status.NONFINITE_INPUT
+    elif length < 2:
+        assert s == Status.TOO_FEW_POINTS
+    else:
+        assert s in set(Status) - {Status.NONFINITE_INPUT, Status.TOO_FEW_POINTS}
+        assert np.isfinite(float(res.log_likelihood[1]))

@@ -1,0 +1,85 @@
+"""Semantics 6: bad calls get a ValueError that says what to do."""
+
+import jax
+import numpy as np
+import pytest
+
+import gmmjax
+
+KEY = jax.random.key(0)
+X = np.random.default_rng(0).normal(size=(30, 2))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_components=0), "n_components must be an integer >= 1"),
+        (dict(n_components=2.5), "n_components must be an integer >= 1"),
+        (dict(n_components=2, covariance_type="ful"), "Unknown covariance_type 'ful'; use one of"),
+        (dict(n_components=2, init="kmeans+"), "Unknown init 'kmeans\\+'; use one of"),
+        (dict(n_components=2, tol=-1.0), "tol must be a number >= 0"),
+        (dict(n_components=2, tol=float("nan")), "tol must be a number >= 0"),
+        (dict(n_components=2, max_iter=-1), "max_iter must be an integer >= 0"),
+        (dict(n_components=2, n_init=0), "n_init must be an integer >= 1"),
+        (dict(n_components=2, reg_covar=-1e-6), "reg_covar must be a finite number >= 0"),
+        (dict(n_components=2, trace="everything"), "Unknown trace"),
+    ],
+)
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        gmmjax.EMConfig(**kwargs)
+
+
+def test_config_is_hashable_and_static():
+    a, b = gmmjax.EMConfig(3), gmmjax.EMConfig(3)
+    assert a == b and hash(a) == hash(b)
+    assert jax.tree_util.tree_leaves(a) == [a]  # not a pytree: it cannot leak into tracing
+
+
+def test_wrong_ndim():
+    with pytest.raises(ValueError, match="use gmmjax.fit_batch"):
+        gmmjax.fit(np.zeros((2, 3, 4)), gmmjax.EMConfig(2), key=KEY)
+    with pytest.raises(ValueError, match="For one dataset use gmmjax.fit"):
+        gmmjax.fit_batch(np.zeros(5), gmmjax.EMConfig(2), key=KEY)
+
+
+def test_empty_dataset_in_fit():
+    with pytest.raises(ValueError, match="X is empty"):
+        gmmjax.fit(np.zeros((0, 2)), gmmjax.EMConfig(2), key=KEY)
+
+
+def test_mask_shape_must_match():
+    with pytest.raises(ValueError, match=r"mask must have shape \(B, N\) = \(2, 30\)"):
+        gmmjax.fit_batch(np.stack([X, X]), gmmjax.EMConfig(2), key=KEY, mask=np.ones((2, 29), bool))
+    with pytest.raises(ValueError, match="list of datasets is masked for you"):
+        gmmjax.fit_batch([X, X], gmmjax.EMConfig(2), key=KEY, mask=np.ones((2, 30), bool))
+
+
+def test_bad_weights():
+    with pytest.raises(ValueError, match=r"weights must have shape \(30,\)"):
+        gmmjax.fit(X, gmmjax.EMConfig(2), key=KEY, weights=np.ones(3))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        gmmjax.fit(X, gmmjax.EMConfig(2), key=KEY, weights=-np.ones(30))
+
+
+def test_key_is_required_and_checked():
+    with pytest.raises(ValueError, match=r"key=jax.random.key\(0\)"):
+        gmmjax.fit(X, gmmjax.EMConfig(2))
+    with pytest.raises(ValueError, match="array of 2 keys"):
+        gmmjax.fit_batch([X, X], gmmjax.EMConfig(2), key=jax.random.split(KEY, 3))
+
+
+def test_init_params_shapes_are_checked():
+    p = gmmjax.GMMParams(np.ones(2) / 2, np.zeros((2, 3)), np.stack([np.eye(2)] * 2))
+    with pytest.raises(ValueError, match=r"init_params.means must have shape \(2, 2\)"):
+        gmmjax.fit(X, gmmjax.EMConfig(2), init_params=p)
+
+
+def test_features_must_agree_in_a_list():
+    with pytest.raises(ValueError, match="same number of features"):
+        gmmjax.fit_batch([X, X[:, :1]], gmmjax.EMConfig(2), key=KEY)
+
+
+def test_integer_data_is_promoted():
+    res = gmmjax.fit(np.arange(20), gmmjax.EMConfig(2, max_iter=5), key=KEY)
+    assert np.issubdtype(res.params.means.dtype, np.floating)
