@@ -1,0 +1,436 @@
+"""The systems under test and the one scorer that judges them all.
+
+Each ``run_*`` function fits one workload and returns a `Run`: times, the fitted
+parameters (weights, means, and covariances or precision Cholesky factors), and
+notes. A peer that does not import returns ``None`` from `available` with the
+reason, and the runner skips it with that note: never a crash.
+
+Quality is measured outside every system, by `mean_loglik`: the per-dataset mean
+log-likelihood of each system's fitted parameters on the same float64 data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import statistics
+import time
+import warnings
+from typing import Callable, Optional
+
+import numpy as np
+
+from benchmarks.workloads import Workload
+
+#: EM settings shared by every system (scikit-learn's defaults, as issue 3 asks).
+TOL = 1e-3
+MAX_ITER = 100
+REG_COVAR = 1e-6
+
+
+@dataclasses.dataclass
+class Run:
+    """What one system did on one workload.
+
+    Attributes:
+      time_s: the headline: median warm wall time of one fit of the whole batch,
+        or, for a per-iteration workload, seconds per EM iteration.
+      times_s: the individual timed runs behind time_s.
+      first_call_s: gmmjax only: the first call (compile + run).
+      extrapolated_from: None, or a note such as "B=320 of 10,000" when the time
+        was measured on part of the workload and scaled linearly.
+      weights, means, covariances / prec_chol: fitted parameters, leading (B,) axis,
+        on the datasets in ``datasets`` (all of them unless extrapolated).
+      n_init: restarts actually run (gmm-gpu always runs 1).
+      extra: anything else worth keeping in the JSON (statuses, iterations, ...).
+    """
+
+    time_s: float
+    times_s: list
+    n_init: int
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: Optional[np.ndarray] = None
+    prec_chol: Optional[np.ndarray] = None
+    datasets: Optional[int] = None
+    first_call_s: Optional[float] = None
+    extrapolated_from: Optional[str] = None
+    notes: list = dataclasses.field(default_factory=list)
+    extra: dict = dataclasses.field(default_factory=dict)
+
+
+def _per_iteration(t1, t2, m1, m2, notes):
+    """(t2 - t1) / (m2 - m1); t2 / m2 (an upper bound, noted) when timer noise makes it <= 0."""
+    per_iter = (t2 - t1) / (m2 - m1)
+    if per_iter > 0:
+        return per_iter
+    notes.append(f"t({m2}) <= t({m1}) (timer noise): reported t({m2}) / {m2}, an upper bound")
+    return t2 / m2
+
+
+def _timed(fn: Callable, repeats: int, budget_s: float):
+    """Runs fn at least once and until `repeats` runs or `budget_s` seconds; (times, last result)."""
+    times, out, start = [], None, time.perf_counter()
+    while len(times) < max(1, repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+        if time.perf_counter() - start > budget_s:
+            break
+    return times, out
+
+
+# ---------------------------------------------------------------- availability
+def available(name: str):
+    """(True, version) if the system imports, else (False, the reason for the note)."""
+    from importlib import metadata
+
+    try:
+        if name == "gmmjax":
+            import gmmjax  # noqa: F401
+
+            return True, getattr(gmmjax, "__version__", "?")
+        if name == "sklearn":
+            import sklearn.mixture  # noqa: F401
+
+            return True, metadata.version("scikit-learn")
+        if name == "gmm-gpu":
+            import gmm_gpu.gmm  # noqa: F401
+
+            return True, metadata.version("gmm-gpu")
+        if name == "pomegranate":
+            import pomegranate.gmm  # noqa: F401
+            import pomegranate.distributions  # noqa: F401
+
+            return True, metadata.version("pomegranate")
+    except Exception as e:  # any import failure is a skip with a note, never a crash
+        return False, f"{name} not importable ({type(e).__name__}: {e})"
+    raise ValueError(f"unknown system {name!r}")
+
+
+def torch_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ---------------------------------------------------------------- gmmjax
+def run_gmmjax(w: Workload, X: np.ndarray, *, dtype, repeats: int, seed: int) -> Run:
+    import jax
+
+    import gmmjax
+
+    cfg = gmmjax.EMConfig(
+        n_components=w.K, covariance_type=w.covariance_type, n_init=w.n_init, init="kmeans++",
+        max_iter=MAX_ITER, tol=TOL, reg_covar=REG_COVAR, trace=None,
+    )
+    key = jax.random.key(seed)
+    if w.per_iteration:
+        return _gmmjax_per_iteration(w, X[0], cfg, key, dtype, repeats)
+    Xd = jax.device_put(X.astype(dtype))
+    fn = lambda: jax.block_until_ready(gmmjax.fit_batch(Xd, cfg, key=key))  # noqa: E731
+    t = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t
+    times, res = _timed(fn, repeats, budget_s=max(60.0, 3 * repeats * first))
+    n_iter = np.asarray(res.n_iter)
+    return Run(
+        time_s=statistics.median(times), times_s=times, n_init=w.n_init, first_call_s=first,
+        weights=np.asarray(res.params.weights), means=np.asarray(res.params.means),
+        covariances=np.asarray(res.params.covariances),
+        extra={
+            "status_counts": gmmjax.status_counts(res.status),
+            "n_iter_median": float(np.median(n_iter)),
+            "n_iter_mean": float(np.mean(n_iter)),
+            "n_iter_max": int(n_iter.max()),
+            "dtype": np.dtype(dtype).name,
+        },
+    )
+
+
+def _gmmjax_per_iteration(w, X, cfg, key, dtype, repeats) -> Run:
+    """Seconds per EM iteration: (t(M2) - t(M1)) / (M2 - M1) from the same initial parameters."""
+    import jax
+
+    import gmmjax
+
+    Xd = jax.device_put(X.astype(dtype))
+    t = time.perf_counter()
+    init = jax.block_until_ready(gmmjax.fit(Xd, dataclasses.replace(cfg, max_iter=0), key=key)).params
+    init_s = time.perf_counter() - t
+    medians, firsts, all_times, res = [], [], {}, None
+    for m in w.iters:
+        c = dataclasses.replace(cfg, max_iter=m, tol=0.0)
+        fn = lambda c=c: jax.block_until_ready(gmmjax.fit(Xd, c, init_params=init))  # noqa: E731
+        t = time.perf_counter()
+        fn()
+        firsts.append(time.perf_counter() - t)
+        times, res = _timed(fn, repeats, budget_s=60.0)
+        all_times[str(m)] = times
+        medians.append(statistics.median(times))
+    m1, m2 = w.iters
+    notes = [f"LL after {int(res.n_iter)} fixed EM iterations (tol=0), not converged"]
+    per_iter = _per_iteration(medians[0], medians[1], m1, m2, notes)
+    return Run(
+        time_s=per_iter, times_s=all_times, n_init=1, first_call_s=firsts[1],
+        weights=np.asarray(res.params.weights)[None], means=np.asarray(res.params.means)[None],
+        covariances=np.asarray(res.params.covariances)[None], notes=notes,
+        extra={
+            "iters": list(w.iters), "median_s_at_iters": medians, "first_call_s_at_iters": firsts,
+            "init_first_call_s": init_s, "n_iter": int(res.n_iter), "status": int(res.status),
+            "dtype": np.dtype(dtype).name,
+        },
+    )
+
+
+# ---------------------------------------------------------------- scikit-learn
+def _sk_fit_chunk(Xs, seeds, K, covariance_type, n_init):
+    """Fits scikit-learn to each dataset of a chunk (runs in a joblib worker)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
+    B, _, D = Xs.shape
+    out = {
+        "weights": np.full((B, K), np.nan), "means": np.full((B, K, D), np.nan),
+        "covariances": np.full((B, K, D, D), np.nan), "lower_bound": np.full(B, np.nan),
+        "n_iter": np.zeros(B, int), "converged": np.zeros(B, bool), "errors": 0,
+    }
+    for i in range(B):
+        gm = GaussianMixture(
+            K, covariance_type=covariance_type, n_init=n_init, tol=TOL, max_iter=MAX_ITER,
+            reg_covar=REG_COVAR, init_params="k-means++", random_state=int(seeds[i]),
+        )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                gm.fit(Xs[i])
+        except (ValueError, np.linalg.LinAlgError):  # ill-defined covariance: a failed fit
+            out["errors"] += 1
+            continue
+        out["weights"][i], out["means"][i], out["covariances"][i] = gm.weights_, gm.means_, gm.covariances_
+        out["lower_bound"][i], out["n_iter"][i], out["converged"][i] = gm.lower_bound_, gm.n_iter_, gm.converged_
+    return out
+
+
+def run_sklearn(w: Workload, X: np.ndarray, *, n_jobs: int, seed: int) -> Run:
+    if w.per_iteration:
+        return _sklearn_per_iteration(w, X[0], seed)
+    from joblib import Parallel, delayed
+
+    B = w.B if w.sklearn_max_datasets is None else min(w.B, w.sklearn_max_datasets)
+    Xs = X[:B]
+    seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=B)
+    n_chunks = min(B, max(1, 4 * n_jobs))
+    bounds = np.linspace(0, B, n_chunks + 1).astype(int)
+    parallel = Parallel(n_jobs=n_jobs)
+    # Start the worker processes before the clock runs (a warm pool, as for gmmjax).
+    parallel(delayed(_sk_fit_chunk)(Xs[:1], seeds[:1], w.K, w.covariance_type, 1) for _ in range(n_jobs))
+    t = time.perf_counter()
+    parts = parallel(
+        delayed(_sk_fit_chunk)(Xs[a:b], seeds[a:b], w.K, w.covariance_type, w.n_init)
+        for a, b in zip(bounds[:-1], bounds[1:])
+    )
+    elapsed = time.perf_counter() - t
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "errors"}
+    errors = sum(p["errors"] for p in parts)
+    run = Run(
+        time_s=elapsed * w.B / B, times_s=[elapsed], n_init=w.n_init, datasets=B,
+        weights=cat["weights"], means=cat["means"], covariances=cat["covariances"],
+        extra={
+            "n_jobs": n_jobs, "fit_errors": int(errors),
+            "n_iter_median": float(np.median(cat["n_iter"])), "n_iter_max": int(cat["n_iter"].max()),
+            "converged_fraction": float(np.mean(cat["converged"])),
+        },
+    )
+    if B < w.B:
+        run.extrapolated_from = f"B={B:,} of {w.B:,}"
+        run.notes.append(f"time measured on the first {B:,} datasets ({elapsed:.2f} s) and scaled by {w.B / B:.1f}")
+    return run
+
+
+def _sklearn_per_iteration(w: Workload, X: np.ndarray, seed: int) -> Run:
+    """Per EM iteration with warm_start: an init + 1 iteration untimed, then M1 and M2 iterations timed."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
+    n = len(X) if w.sklearn_max_samples is None else min(len(X), w.sklearn_max_samples)
+    Xs = X[:n]
+    gm = GaussianMixture(
+        w.K, covariance_type=w.covariance_type, n_init=1, tol=0.0, max_iter=1, reg_covar=REG_COVAR,
+        init_params="k-means++", random_state=seed, warm_start=True,
+    )
+    times = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        t = time.perf_counter()
+        gm.fit(Xs)
+        times["init+1"] = time.perf_counter() - t
+        for m in w.sklearn_iters:
+            gm.max_iter = m
+            t = time.perf_counter()
+            gm.fit(Xs)
+            times[str(m)] = time.perf_counter() - t
+    m1, m2 = w.sklearn_iters
+    notes = [f"LL after {1 + m1 + m2} fixed EM iterations (tol=0, warm_start), not converged"]
+    per_iter = _per_iteration(times[str(m1)], times[str(m2)], m1, m2, notes)
+    run = Run(
+        time_s=per_iter * len(X) / n, times_s=times, n_init=1, datasets=1,
+        weights=gm.weights_[None], means=gm.means_[None], covariances=gm.covariances_[None], notes=notes,
+        extra={"iters": list(w.sklearn_iters), "samples": n},
+    )
+    if n < len(X):
+        run.extrapolated_from = f"N={n:,} of {len(X):,}"
+        run.notes.append(
+            f"per-iteration time measured on the first {n:,} points ({per_iter * 1e3:.0f} ms) "
+            f"and scaled by {len(X) / n:.1f}; parameters scored on all {len(X):,} points"
+        )
+    return run
+
+
+# ---------------------------------------------------------------- gmm-gpu
+def run_gmm_gpu(w: Workload, X: np.ndarray, *, repeats: int, seed: int) -> Run:
+    """gmm-gpu 0.2.8: full covariance only, one restart, float32, batched (B, N, D)."""
+    import torch
+    from gmm_gpu.gmm import GMM
+
+    device = torch_device()
+    Xt = torch.as_tensor(X.astype(np.float32)).to(device)
+
+    def fit():
+        g = GMM(
+            n_components=w.K, max_iter=MAX_ITER, device=device, tol=TOL, reg_covar=REG_COVAR,
+            dtype=torch.float32, random_seed=seed + 1,  # its seed 0 means "unseeded"
+        )
+        g.fit(Xt)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return g
+
+    t = time.perf_counter()
+    fit()  # warm-up: CUDA context, kernels, allocator
+    first = time.perf_counter() - t
+    times, g = _timed(fit, repeats, budget_s=max(30.0, 2 * first))
+    stack = lambda xs: torch.stack(xs, dim=1).detach().cpu().double().numpy()  # noqa: E731
+    own = g.score(Xt).double().numpy()
+    run = Run(
+        time_s=statistics.median(times), times_s=times, n_init=1, first_call_s=first,
+        weights=stack(g._pi), means=stack(g.means), prec_chol=stack(g._precisions_cholesky),
+        extra={
+            "device": device, "own_score_nonfinite_fraction": float(np.mean(~np.isfinite(own))),
+            "convergence_iters_median": float(np.median(g.convergence_iters.cpu().numpy())),
+        },
+    )
+    if w.n_init > 1:
+        run.notes.append(f"1 restart (gmm-gpu has no restarts; the others run {w.n_init})")
+    run.notes.append(f"torch {device}; reg_covar is accepted but not applied by gmm-gpu 0.2.8")
+    return run
+
+
+# ---------------------------------------------------------------- pomegranate
+def run_pomegranate(w: Workload, X: np.ndarray, *, seed: int, budget_s: float) -> Run:
+    """pomegranate 1.x GeneralMixtureModel of full-covariance Normals; per iteration (W4 only).
+
+    A first fit with max_iter=1 initialises (k-means) and runs 1 iteration untimed;
+    later fits continue from there (the model stays initialised): M1 and M2 iterations
+    are timed with tol=-inf, so that no early stop happens.
+    """
+    import torch
+    from pomegranate.distributions import Normal
+    from pomegranate.gmm import GeneralMixtureModel
+
+    device = torch_device()
+    Xt = torch.as_tensor(X[0].astype(np.float32)).to(device)
+    torch.manual_seed(seed)
+    model = GeneralMixtureModel(
+        [Normal(covariance_type="full") for _ in range(w.K)], max_iter=1, tol=-math.inf,
+        random_state=seed,
+    )
+    if device == "cuda":
+        model = model.cuda()
+
+    def fit(m):
+        model.max_iter = m
+        t = time.perf_counter()
+        model.fit(Xt)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t
+
+    times = {"init+1": fit(1)}
+    m1, m2 = w.iters
+    if times["init+1"] * (m1 + m2) > budget_s:
+        raise TimeoutError(
+            f"pomegranate: init + 1 iteration took {times['init+1']:.1f} s; "
+            f"{m1 + m2} more iterations would exceed the {budget_s:.0f} s budget"
+        )
+    times[str(m1)] = fit(m1)
+    times[str(m2)] = fit(m2)
+    to_np = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
+    notes = [f"torch {device}; no reg_covar; LL after {1 + m1 + m2} fixed EM iterations, not converged"]
+    return Run(
+        time_s=_per_iteration(times[str(m1)], times[str(m2)], m1, m2, notes), times_s=times, n_init=1,
+        weights=to_np(model.priors)[None],
+        means=np.stack([to_np(d.means) for d in model.distributions])[None],
+        covariances=np.stack([to_np(d.covs) for d in model.distributions])[None], notes=notes,
+        extra={"device": device, "iters": list(w.iters)},
+    )
+
+
+# ---------------------------------------------------------------- the common scorer
+def _prec_chol_from_cov(cov):
+    """(..., D, D) upper-triangular P with P P^T = cov^{-1}, NaN where cov is not SPD."""
+    cov = np.asarray(cov, np.float64)
+    out = np.full(cov.shape, np.nan)
+    flat_c, flat_o = cov.reshape((-1,) + cov.shape[-2:]), out.reshape((-1,) + cov.shape[-2:])
+    ok = np.all(np.isfinite(flat_c), axis=(1, 2))
+    eye = np.eye(cov.shape[-1])
+    try:
+        L = np.linalg.cholesky(flat_c[ok])
+        flat_o[ok] = np.swapaxes(np.linalg.solve(L, eye), -1, -2)
+    except np.linalg.LinAlgError:  # some matrix is not SPD: find which, one by one
+        for i in np.flatnonzero(ok):
+            try:
+                flat_o[i] = np.linalg.solve(np.linalg.cholesky(flat_c[i]), eye).T
+            except np.linalg.LinAlgError:
+                pass
+    return flat_o.reshape(cov.shape)
+
+
+def mean_loglik(X, weights, means, covariances=None, prec_chol=None):
+    """(B,) mean per-sample log-likelihood of each dataset under its fitted mixture, float64.
+
+    X (B, N, D); weights (B, K); means (B, K, D); full covariances (B, K, D, D) or
+    precision Cholesky factors (B, K, D, D) (scikit-learn's ``precisions_cholesky_``:
+    cov^{-1} = P P^T). Non-finite or non-SPD parameters give NaN for that dataset.
+    """
+    X = np.asarray(X, np.float64)
+    B, N, D = X.shape
+    P = _prec_chol_from_cov(covariances) if prec_chol is None else np.asarray(prec_chol, np.float64)
+    weights, means = np.asarray(weights, np.float64), np.asarray(means, np.float64)
+    bad = ~(
+        np.all(np.isfinite(weights), axis=1)
+        & np.all(np.isfinite(means), axis=(1, 2))
+        & np.all(np.isfinite(P), axis=(1, 2, 3))
+        & np.all(weights >= 0, axis=1)
+    )
+    K = weights.shape[1]
+    logw = np.log(np.where(bad[:, None] | (weights <= 0), 1.0, weights))
+    logw = np.where(weights <= 0, -np.inf, logw)
+    P = np.where(bad[:, None, None, None], np.eye(D), P)
+    means = np.where(bad[:, None, None], 0.0, means)
+    diagP = np.diagonal(P, axis1=-2, axis2=-1)
+    log_det = np.sum(np.log(np.where(diagP > 0, diagP, np.nan)), axis=-1)  # (B, K)
+    lp = np.empty((B, N, K))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        for k in range(K):
+            y = np.matmul(X - means[:, k][:, None, :], P[:, k])  # (B, N, D)
+            lp[..., k] = -0.5 * (D * math.log(2 * math.pi) + np.sum(y * y, axis=-1)) + log_det[:, k][:, None] + logw[:, k][:, None]
+        m = np.max(lp, axis=-1, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0.0)
+        ll = np.mean(np.log(np.sum(np.exp(lp - m), axis=-1)) + m[..., 0], axis=1)
+    return np.where(bad, np.nan, ll)
+
+
+def cpu_count() -> int:
+    return os.cpu_count() or 1
