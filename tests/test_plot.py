@@ -1,0 +1,211 @@
+"""gmmjax.plot: static figures draw what the result holds.
+
+The fitted curve is compared with gmmjax.log_prob, the trace curve with the trace, the
+criterion lines with the scores of a stand-in selection result, the batch summary with
+counts computed here.
+"""
+
+from typing import NamedTuple
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import jax  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import gmmjax  # noqa: E402
+from gmmjax import plot  # noqa: E402
+
+MAX_ITER = 6
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def by_gid(artists, gid):
+    found = [a for a in artists if a.get_gid() == gid]
+    assert len(found) == 1, (gid, len(found))
+    return found[0]
+
+
+# The same data and configs as in test_animation.py: in one pytest run they share compiles.
+def data_1d(n=120):
+    rng = np.random.default_rng(5)
+    return np.concatenate([rng.normal(-2.0, 0.6, n // 2), rng.normal(1.5, 1.0, n - n // 2)])
+
+
+def data_2d(D=2, n=(90, 70, 60)):
+    rng = np.random.default_rng(7)
+    centers = rng.normal(scale=3.0, size=(len(n), D))
+    A = rng.normal(size=(D, D)) * 0.5 + np.eye(D)
+    return np.concatenate([c + rng.normal(size=(m, D)) @ A for c, m in zip(centers, n)])
+
+
+def fit(X, K=3, n_init=1, **kw):
+    config = gmmjax.EMConfig(K, n_init=n_init, max_iter=MAX_ITER, tol=0.0, trace="params", init="random", **kw)
+    return gmmjax.fit(X, config, key=jax.random.key(3))
+
+
+def batch_data():
+    rng = np.random.default_rng(11)
+    Xs = [np.concatenate([rng.normal(0, 1, n // 2), rng.normal(4, 1, n - n // 2)]) for n in (40, 60, 50, 30)]
+    Xs[3][5] = np.nan
+    return Xs + [np.array([1.0])]
+
+
+BATCH_CONFIG = gmmjax.EMConfig(2, max_iter=MAX_ITER, tol=0.0, trace="params")
+
+
+@pytest.fixture(scope="module")
+def fit_1d():
+    X = data_1d()
+    return X, fit(X, n_init=3, keep_restarts=True)
+
+
+@pytest.fixture(scope="module")
+def fit_2d():
+    X = data_2d()
+    return X, fit(X)
+
+
+@pytest.fixture(scope="module")
+def fit_batch():
+    Xs = batch_data()
+    return Xs, gmmjax.fit_batch(Xs, BATCH_CONFIG, key=jax.random.key(0))
+
+
+def test_fit_1d_draws_the_final_mixture(fit_1d):
+    X, res = fit_1d
+    fig, ax = plt.subplots()
+    assert plot.fit(res, X, ax=ax) is ax
+    mixture = by_gid(ax.lines, "mixture")
+    want = np.exp(np.asarray(gmmjax.log_prob(res.params, mixture.get_xdata())))
+    np.testing.assert_allclose(mixture.get_ydata(), want, rtol=1e-9)
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("x", "density")
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["data (histogram)", "mixture density", "weighted components"]
+    assert f"{float(res.log_likelihood):.4f}" in ax.get_title()
+    # A chosen iteration of the trace, or bare parameters.
+    ax2 = plot.fit(res, X, iteration=2)
+    mixture = by_gid(ax2.lines, "mixture")
+    p2 = jax.tree_util.tree_map(lambda a: a[2], res.trace.params)
+    np.testing.assert_allclose(mixture.get_ydata(), np.exp(np.asarray(gmmjax.log_prob(p2, mixture.get_xdata()))),
+                               rtol=1e-9)
+    ax3 = plot.fit(res.params, X)
+    np.testing.assert_array_equal(by_gid(ax3.lines, "mixture").get_ydata(), by_gid(ax.lines, "mixture").get_ydata())
+    with pytest.raises(ValueError, match="iteration"):
+        plot.fit(res, X, iteration=MAX_ITER + 1)
+
+
+def test_fit_2d_colours_points_by_component_and_draws_final_ellipses(fit_2d):
+    X, res = fit_2d
+    ax = plot.fit(res, X, colors=["red", "green", "blue"])
+    labels = np.asarray(gmmjax.predict(res.params, X))
+    rgba = by_gid(ax.collections, "points").get_facecolors()
+    want = matplotlib.colors.to_rgba_array(np.array(["red", "green", "blue"])[labels])
+    np.testing.assert_allclose(rgba[:, :3], want[:, :3])
+    for k in range(3):
+        vals = np.linalg.eigvalsh(np.asarray(res.params.covariances[k]))
+        e = by_gid(ax.patches, f"ellipse-{k}-2sd")
+        np.testing.assert_allclose(e.get_center(), np.asarray(res.params.means[k]), rtol=1e-9)
+        np.testing.assert_allclose([e.get_width(), e.get_height()], 4 * np.sqrt(vals[::-1]), rtol=1e-9)
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("feature 0", "feature 1")
+    with pytest.raises(ValueError, match="covariance_type"):
+        plot.fit(res, X, covariance_type="tied")
+
+
+def test_loglik_draws_the_trace_and_every_restart(fit_1d):
+    X, res = fit_1d
+    ax = plot.loglik(res)
+    curve = by_gid(ax.lines, "loglik")
+    np.testing.assert_allclose(curve.get_ydata(), np.asarray(res.trace.log_likelihood)[: MAX_ITER + 1])
+    np.testing.assert_array_equal(curve.get_xdata(), np.arange(MAX_ITER + 1))
+    for i in range(3):
+        r = by_gid(ax.lines, f"restart-{i}")
+        np.testing.assert_allclose(r.get_ydata(), np.asarray(res.restarts.trace.log_likelihood[i]))
+    assert ax.get_xlabel() == "EM iteration" and ax.get_ylabel() == "mean log-likelihood"
+    assert len(plot.loglik(res, restarts=False).lines) == 1
+    with pytest.raises(ValueError, match="trace='loglik'"):
+        plot.loglik(res._replace(trace=None))
+
+
+def test_loglik_of_a_batch_draws_one_curve_per_dataset(fit_batch):
+    _, res = fit_batch
+    ax = plot.loglik(res, n=2)
+    assert len(ax.lines) == 2
+    np.testing.assert_allclose(by_gid(ax.lines, "loglik-1").get_ydata(),
+                               np.asarray(res.trace.log_likelihood[1])[: int(res.n_iter[1]) + 1])
+
+
+class Selection(NamedTuple):
+    """A stand-in for the model-selection result (read by field name only)."""
+
+    ks: np.ndarray
+    covariance_types: tuple
+    criterion: str
+    scores: np.ndarray
+    n_components: object
+
+
+KS = np.array([1, 2, 3, 4, 5])
+TYPES = ("full", "diag", "spherical")
+SCORES = np.array([[900.0, 950, 1000], [600, 640, 700], [520, 500, 560], [530, 515, np.inf], [560, 540, 580]])
+
+
+def test_criterion_draws_a_line_per_covariance_type_and_marks_the_best():
+    ax = plot.criterion(Selection(KS, TYPES, "bic", SCORES, 3))
+    for j, ct in enumerate(TYPES):
+        line = by_gid(ax.lines, f"criterion-{ct}")
+        np.testing.assert_array_equal(line.get_xdata(), KS)
+        want = np.where(np.isfinite(SCORES[:, j]), SCORES[:, j], np.nan)  # failed fits are left out
+        np.testing.assert_array_equal(line.get_ydata(), want)
+    best = by_gid(ax.lines, "best")
+    assert (best.get_xdata()[0], best.get_ydata()[0]) == (3, 500.0)  # the smallest BIC
+    assert by_gid(ax.lines, "chosen").get_xdata()[0] == 3
+    assert ax.get_ylabel() == "BIC (lower is better)" and ax.get_xlabel() == "number of components K"
+    # A log-likelihood is better when larger.
+    ax = plot.criterion(Selection(KS, TYPES, "loglik", -SCORES, 2))
+    assert by_gid(ax.lines, "best").get_ydata()[0] == -500.0
+
+
+def test_criterion_of_a_batch_draws_the_median_or_one_dataset():
+    scores = np.stack([SCORES, SCORES + 10, SCORES + 40])
+    sel = Selection(KS, TYPES, "aic", scores, np.array([3, 2, 3]))
+    ax = plot.criterion(sel)
+    np.testing.assert_array_equal(by_gid(ax.lines, "criterion-full").get_ydata(), SCORES[:, 0] + 10)
+    assert by_gid(ax.lines, "chosen").get_xdata()[0] == 3  # the most frequent K
+    assert len(ax.collections) == 3  # a 25-75% band per covariance type
+    fig, ax = plt.subplots()
+    assert plot.criterion(sel, ax=ax, dataset=1) is ax
+    np.testing.assert_array_equal(by_gid(ax.lines, "criterion-diag").get_ydata(), SCORES[:, 1] + 10)
+    assert by_gid(ax.lines, "chosen").get_xdata()[0] == 2
+    with pytest.raises(ValueError, match="shape"):
+        plot.criterion(Selection(KS, TYPES, "bic", SCORES[:, :2], 3))
+    with pytest.raises(ValueError, match="n_components"):
+        plot.criterion(KS)
+
+
+def test_batch_summary_counts_what_the_batch_holds(fit_batch):
+    _, res = fit_batch
+    fig = plot.batch_summary(res)
+    a_iter, a_ll, a_status = fig.axes
+    assert sum(p.get_height() for p in a_iter.patches) == 5
+    finite = np.isfinite(np.asarray(res.log_likelihood))
+    assert sum(p.get_height() for p in a_ll.patches) == finite.sum() == 3
+    assert "2 not finite" in a_ll.get_title()
+    counts = {t.get_text(): p.get_width() for t, p in zip(a_status.get_yticklabels(), a_status.patches)}
+    assert counts == {s.name: gmmjax.status_counts(res.status).get(s.name, 0) for s in gmmjax.Status}
+    assert counts["NONFINITE_INPUT"] == counts["TOO_FEW_POINTS"] == 1
+    # Into the caller's axes.
+    fig2, axes = plt.subplots(3, 1)
+    assert plot.batch_summary(res, axes=axes) is fig2
+    with pytest.raises(ValueError, match="3 Axes"):
+        plot.batch_summary(res, axes=axes[:2])
+    with pytest.raises(ValueError, match="fit_batch"):
+        plot.batch_summary(jax.tree_util.tree_map(lambda a: a[0], res))
