@@ -144,15 +144,15 @@ def _applies(system: str, w: Workload):
     return None
 
 
-def _run_system(system, w, X, args):
+def _run_system(system, w, X, args, init):
     if system == "gmmjax":
-        return peers.run_gmmjax(w, X, dtype=np.dtype(args.dtype), repeats=args.repeats, seed=args.seed)
+        return peers.run_gmmjax(w, X, dtype=np.dtype(args.dtype), repeats=args.repeats, seed=args.seed, init=init)
     if system == "sklearn":
-        return peers.run_sklearn(w, X, n_jobs=args.jobs, seed=args.seed)
+        return peers.run_sklearn(w, X, n_jobs=args.jobs, seed=args.seed, init=init)
     if system == "gmm-gpu":
         return peers.run_gmm_gpu(w, X, repeats=args.repeats, seed=args.seed)
     if system == "pomegranate":
-        return peers.run_pomegranate(w, X, seed=args.seed, budget_s=args.pomegranate_budget)
+        return peers.run_pomegranate(w, X, init=init, budget_s=args.pomegranate_budget)
     raise ValueError(system)
 
 
@@ -171,7 +171,10 @@ def run_workload(w: Workload, systems, args, log) -> dict:
         "per_iteration": w.per_iteration, "data_seconds": round(time.perf_counter() - t0, 3),
         "systems": {},
     }
-    lls = {}
+    lls, init = {}, None
+    if w.per_iteration:
+        init = peers.shared_init(w, X, dtype=np.dtype(args.dtype), seed=args.seed)
+        entry["shared_init_seconds"] = round(init["seconds"], 3)
     for system in systems:
         reason = _applies(system, w)
         ok, version = peers.available(system)
@@ -182,7 +185,8 @@ def run_workload(w: Workload, systems, args, log) -> dict:
             log(f"[{w.name}] {system}: skipped ({reason})")
             continue
         try:
-            r = _run_system(system, w, X, args)
+            load = os.getloadavg()[0]
+            r = _run_system(system, w, X, args, init)
         except Exception as e:  # a peer that breaks is a note in the table, never a crash
             entry["systems"][system] = {"skipped": f"failed: {type(e).__name__}: {e}"}
             log(f"[{w.name}] {system}: FAILED\n{traceback.format_exc()}")
@@ -196,6 +200,7 @@ def run_workload(w: Workload, systems, args, log) -> dict:
             "nonfinite_fraction": float(np.mean(~np.isfinite(lls[system]))),
             "median_ll": _median_finite_first(lls[system]),
             "notes": r.notes, "extra": r.extra,
+            "loadavg_1min_before": round(load, 2), "loadavg_1min_after": round(os.getloadavg()[0], 2),
         }
         log(f"[{w.name}] {system}: {report.fmt_time(r.time_s, w.per_iteration)}"
             + (f" (first call {r.first_call_s:.2f} s)" if r.first_call_s is not None else ""))
