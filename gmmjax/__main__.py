@@ -1,8 +1,13 @@
-"""Command line: ``gmmjax demo`` (also ``python -m gmmjax demo``)."""
+"""Command line: ``gmmjax demo`` (also ``python -m gmmjax demo``).
+
+``gmmjax demo`` prints the fitted mixtures; ``gmmjax demo --out DIR`` also writes an
+animation of each fit (GIF) and a picture of the final fits (PNG) into DIR.
+"""
 
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 
 import numpy as np
@@ -20,11 +25,13 @@ def run_demo(args) -> int:
     import gmmjax
 
     X = demo_data()
+    results = {}
     print(f"gmmjax {gmmjax.__version__} demo: {X.size} samples of U(0, 1), NumPy seed 13, "
           f"{args.n_init} restarts, JAX on {jax.default_backend()}")
     for k in args.components:
         config = gmmjax.EMConfig(n_components=k, n_init=args.n_init, trace="params")
         res = gmmjax.fit(X, config, key=jax.random.key(args.seed))
+        results[k] = res
         p = res.params
         order = np.argsort(np.asarray(p.means[:, 0]))
         print(f"\nK = {k}: status {gmmjax.Status(int(res.status)).name}, {int(res.n_iter)} EM iterations, "
@@ -33,7 +40,46 @@ def run_demo(args) -> int:
         std = np.sqrt(np.asarray(p.covariances)[:, 0, 0])
         for i in order:
             print(f"  {float(p.weights[i]):8.4f} {float(p.means[i, 0]):8.4f} {std[i]:8.4f}")
+    if args.out is not None:
+        paths = write_pictures(X, results, args.out, n_init=args.n_init)
+        print("\nwrote " + "\n      ".join(str(p) for p in paths))
     return 0
+
+
+def write_pictures(X, results: dict, out, *, n_init: int) -> list:
+    """Writes demo_k{K}.gif (the EM trace of the kept restart) per fit and demo_fits.png.
+
+    Args:
+      X: the fitted data.
+      results: {K: FitResult fitted with trace="params"}.
+      out: the directory to write into (created if missing).
+      n_init: the number of restarts (for the titles).
+
+    Returns:
+      The paths written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no window, no GUI toolkit needed
+    import matplotlib.pyplot as plt
+
+    from gmmjax import animation, plot
+
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, res in results.items():
+        title = f"U(0, 1), {X.size} samples: K = {k}, best of {n_init} restarts"
+        anim = animation.animate(res, X, title=title)
+        paths.append(animation.save(anim, out / f"demo_k{k}.gif", fps=3, dpi=80))
+        plt.close(anim.figure)
+    fig = plt.figure(figsize=(5.5 * len(results), 4.0), layout="constrained")
+    for ax, (k, res) in zip(fig.subplots(1, len(results), squeeze=False)[0], results.items()):
+        plot.fit(res, X, ax=ax)
+    paths.append(out / "demo_fits.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    return paths
 
 
 def main(argv=None) -> int:
@@ -43,6 +89,9 @@ def main(argv=None) -> int:
     demo.add_argument("--components", type=int, nargs="+", default=[3, 6], help="values of K (default: 3 6)")
     demo.add_argument("--n-init", type=int, default=10, help="random restarts (default: 10)")
     demo.add_argument("--seed", type=int, default=0, help="JAX random seed (default: 0)")
+    demo.add_argument("--out", type=pathlib.Path, default=None, metavar="DIR",
+                      help="also write an animation of each fit (GIF) and the final fits (PNG) into DIR "
+                           "(needs matplotlib and Pillow: pip install gmmjax[plot])")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return run_demo(args)

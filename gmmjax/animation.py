@@ -29,8 +29,11 @@ Example:
   >>> X = np.random.default_rng(0).normal(size=200)
   >>> res = gmmjax.fit(X, gmmjax.EMConfig(2, trace="params", max_iter=20), key=jax.random.key(0))
   >>> anim = animation.animate(res, X, max_frames=10)
-  >>> anim.iterations[0], anim.iterations[-1] == int(res.n_iter)
-  (np.int64(0), np.True_)
+  >>> int(anim.iterations[0]), int(anim.iterations[-1]) == int(res.n_iter)
+  (0, True)
+  >>> import pathlib, tempfile
+  >>> animation.save(anim, pathlib.Path(tempfile.mkdtemp()) / "fit.gif", fps=5).name
+  'fit.gif'
 """
 
 from __future__ import annotations

@@ -171,8 +171,9 @@ def criterion(selection, *, ax=None, dataset: Optional[int] = None, title: Optio
     ``selection`` is read by field names only: ``ks`` (the K values tried),
     ``covariance_types`` (tuple of str), ``criterion`` (its name, e.g. "bic"),
     ``scores`` of shape (len(ks), len(covariance_types)) or (B, len(ks),
-    len(covariance_types)) for a batch, and ``n_components`` (the chosen K: a scalar,
-    or (B,)). Non-finite scores (fits that failed) are left out. The best score (the
+    len(covariance_types)) for a batch, ``n_components`` (the chosen K: a scalar,
+    or (B,)) and, if present, ``covariance_type`` (the chosen type: a str, or (B,)),
+    as in the result of ``select_n_components``. Non-finite scores (fits that failed) are left out. The best score (the
     smallest, or the largest for a log-likelihood) is starred and the chosen K marked.
 
     Args:
@@ -198,6 +199,7 @@ def criterion(selection, *, ax=None, dataset: Optional[int] = None, title: Optio
         raise ValueError(f"selection.scores has shape {scores.shape}; expected ({len(ks)}, {len(types)}) or "
                          f"(B, {len(ks)}, {len(types)}) for ks={ks.tolist()} and covariance_types={types}.")
     scores = np.where(np.isfinite(scores), scores, np.nan)
+    chosen_type = getattr(selection, "covariance_type", None)  # optional field: the chosen type
     band = None
     summary = ""
     if scores.ndim == 3:
@@ -206,6 +208,8 @@ def criterion(selection, *, ax=None, dataset: Optional[int] = None, title: Optio
             if not isinstance(dataset, (int, np.integer)) or not -B <= dataset < B:
                 raise ValueError(f"dataset must be an integer index into the {B} datasets, got {dataset!r}.")
             scores, chosen = scores[dataset], chosen.reshape(B)[dataset]
+            if chosen_type is not None and not isinstance(chosen_type, str):
+                chosen_type = np.asarray(chosen_type).reshape(B)[dataset]
             summary = f" (dataset {int(dataset)})"
         else:
             with warnings.catch_warnings():
@@ -214,6 +218,7 @@ def criterion(selection, *, ax=None, dataset: Optional[int] = None, title: Optio
             band, scores = (lo, hi), med
             values, counts = np.unique(chosen.ravel(), return_counts=True)
             chosen = values[np.argmax(counts)] if len(values) else None
+            chosen_type = None
             summary = f" (median of {B} datasets)"
     elif dataset is not None:
         raise ValueError("dataset is for a batch of selections (scores of shape (B, n_ks, n_types)).")
@@ -231,8 +236,10 @@ def criterion(selection, *, ax=None, dataset: Optional[int] = None, title: Optio
         ax.plot([ks[i]], [scores[i, j]], ls="none", marker="*", ms=15, color=colors[j], mec="black",
                 label=f"best: K = {ks[i]}, {types[j]}", gid="best", zorder=5)
     if chosen is not None and np.ndim(chosen) == 0:
-        ax.axvline(float(chosen), color="0.3", ls=":", lw=1.2,
-                   label=f"chosen K = {int(chosen)}" + (" (most often)" if band is not None else ""), gid="chosen")
+        label = f"chosen K = {int(chosen)}"
+        label += f", {chosen_type}" if chosen_type is not None else ""
+        label += " (most often)" if band is not None else ""
+        ax.axvline(float(chosen), color="0.3", ls=":", lw=1.2, label=label, gid="chosen")
     ax.set_xticks(ks)
     ax.set_xlabel("number of components K")
     label = name.upper() if len(name) <= 4 else name

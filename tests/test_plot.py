@@ -169,6 +169,18 @@ def test_criterion_draws_a_line_per_covariance_type_and_marks_the_best():
     assert (best.get_xdata()[0], best.get_ydata()[0]) == (3, 500.0)  # the smallest BIC
     assert by_gid(ax.lines, "chosen").get_xdata()[0] == 3
     assert ax.get_ylabel() == "BIC (lower is better)" and ax.get_xlabel() == "number of components K"
+    # The chosen covariance type, where the result has one, is named too.
+    class WithType(NamedTuple):
+        ks: np.ndarray
+        covariance_types: tuple
+        criterion: str
+        scores: np.ndarray
+        n_components: object
+        covariance_type: object
+
+    ax = plot.criterion(WithType(KS, TYPES, "bic", np.stack([SCORES] * 2), np.array([3, 4]), np.array(["diag", "full"])),
+                        dataset=1)
+    assert by_gid(ax.lines, "chosen").get_label() == "chosen K = 4, full"
     # A log-likelihood is better when larger.
     ax = plot.criterion(Selection(KS, TYPES, "loglik", -SCORES, 2))
     assert by_gid(ax.lines, "best").get_ydata()[0] == -500.0
@@ -209,3 +221,16 @@ def test_batch_summary_counts_what_the_batch_holds(fit_batch):
         plot.batch_summary(res, axes=axes[:2])
     with pytest.raises(ValueError, match="fit_batch"):
         plot.batch_summary(jax.tree_util.tree_map(lambda a: a[0], res))
+
+
+def test_component_slots_with_zero_weight_are_not_drawn(fit_2d):
+    # Model selection over a batch pads each dataset's mixture to max(ks) slots of weight 0.
+    X, res = fit_2d
+    p = res.params
+    w = np.asarray(p.weights).copy()
+    w[1] = 0.0
+    w /= w.sum()
+    ax = plot.fit(p._replace(weights=w), X)
+    assert [by_gid(ax.patches, f"ellipse-{k}-1sd").get_visible() for k in range(3)] == [True, False, True]
+    labels = np.asarray(gmmjax.predict(p._replace(weights=w), X))
+    assert 1 not in labels
