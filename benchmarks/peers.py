@@ -237,19 +237,39 @@ def _sk_fit_chunk(Xs, seeds, K, covariance_type, n_init):
     return out
 
 
-def run_sklearn(w: Workload, X: np.ndarray, *, n_jobs: int, seed: int, init=None) -> Run:
+def run_sklearn(w: Workload, X: np.ndarray, *, n_jobs: int, seed: int, init=None, budget_s=None) -> Run:
+    """scikit-learn looped over datasets, chunks spread over n_jobs joblib workers.
+
+    With ``budget_s``, a pilot round (up to 4 datasets per worker) predicts the time of
+    the whole batch; if it exceeds the budget, only a prefix of the datasets is run
+    and the time is extrapolated (labelled so), as with ``w.sklearn_max_datasets``.
+    """
     if w.per_iteration:
         return _sklearn_per_iteration(w, X[0], init, seed)
     from joblib import Parallel, delayed
 
     B = w.B if w.sklearn_max_datasets is None else min(w.B, w.sklearn_max_datasets)
-    Xs = X[:B]
-    seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=B)
-    n_chunks = min(B, max(1, 4 * n_jobs))
-    bounds = np.linspace(0, B, n_chunks + 1).astype(int)
+    seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=w.B)
     parallel = Parallel(n_jobs=n_jobs)
     # Start the worker processes before the clock runs (a warm pool, as for gmmjax).
-    parallel(delayed(_sk_fit_chunk)(Xs[:1], seeds[:1], w.K, w.covariance_type, 1) for _ in range(n_jobs))
+    parallel(delayed(_sk_fit_chunk)(X[:1], seeds[:1], w.K, w.covariance_type, 1) for _ in range(n_jobs))
+    per_worker = max(1, min(4, w.B // n_jobs))  # a few datasets per task: joblib's overhead amortised
+    pilot = min(w.B, n_jobs * per_worker)
+    t = time.perf_counter()
+    parallel(
+        delayed(_sk_fit_chunk)(X[i : i + per_worker], seeds[i : i + per_worker], w.K, w.covariance_type, w.n_init)
+        for i in range(0, pilot, per_worker)
+    )
+    predicted = (time.perf_counter() - t) * B / pilot
+    budget_note = None
+    if budget_s is not None and predicted > budget_s:
+        B_budget = max(pilot, int(B * budget_s / predicted))
+        if B_budget < B:
+            budget_note = f"the whole batch was predicted at {predicted * w.B / B:.0f} s, over the {budget_s:.0f} s budget"
+            B = B_budget
+    Xs, seeds = X[:B], seeds[:B]
+    n_chunks = min(B, max(1, 4 * n_jobs))
+    bounds = np.linspace(0, B, n_chunks + 1).astype(int)
     t = time.perf_counter()
     parts = parallel(
         delayed(_sk_fit_chunk)(Xs[a:b], seeds[a:b], w.K, w.covariance_type, w.n_init)
@@ -270,6 +290,8 @@ def run_sklearn(w: Workload, X: np.ndarray, *, n_jobs: int, seed: int, init=None
     if B < w.B:
         run.extrapolated_from = f"B={B:,} of {w.B:,}"
         run.notes.append(f"time measured on the first {B:,} datasets ({elapsed:.2f} s) and scaled by {w.B / B:.1f}")
+        if budget_note:
+            run.notes.append(budget_note)
     return run
 
 

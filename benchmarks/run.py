@@ -57,6 +57,12 @@ def _parser():
     p.add_argument("--seed", type=int, default=0, help="seed of the fits' random initialisation")
     p.add_argument("--pomegranate-budget", type=float, default=120.0,
                    help="seconds pomegranate may take on one workload before it is skipped")
+    p.add_argument("--sklearn-budget", type=float, default=None,
+                   help="seconds scikit-learn may take on one batched workload: beyond, it runs a prefix "
+                        "of the datasets and its time is extrapolated (default: 60 with --suite gpu, else none)")
+    p.add_argument("--deadline", type=float, default=None,
+                   help="seconds after which the peers of the remaining workloads are skipped, gmmjax "
+                        "still runs (default: 360 with --suite gpu, else none)")
     return p
 
 
@@ -112,6 +118,8 @@ def environment(args, argv) -> dict:
         "jax_backend": jax.default_backend(),
         "dtype": args.dtype,
         "n_jobs": args.jobs,
+        "sklearn_budget_s": args.sklearn_budget,
+        "deadline_s": args.deadline,
         "repeats": args.repeats,
         "seed": args.seed,
         "data_seed": SEED,
@@ -148,7 +156,7 @@ def _run_system(system, w, X, args, init):
     if system == "gmmjax":
         return peers.run_gmmjax(w, X, dtype=np.dtype(args.dtype), repeats=args.repeats, seed=args.seed, init=init)
     if system == "sklearn":
-        return peers.run_sklearn(w, X, n_jobs=args.jobs, seed=args.seed, init=init)
+        return peers.run_sklearn(w, X, n_jobs=args.jobs, seed=args.seed, init=init, budget_s=args.sklearn_budget)
     if system == "gmm-gpu":
         return peers.run_gmm_gpu(w, X, repeats=args.repeats, seed=args.seed)
     if system == "pomegranate":
@@ -162,7 +170,7 @@ def _median_finite_first(ll):
     return float(np.median(ll)) if ll.size else math.nan
 
 
-def run_workload(w: Workload, systems, args, log) -> dict:
+def run_workload(w: Workload, systems, args, log, past_deadline=lambda: False) -> dict:
     t0 = time.perf_counter()
     X = make_data(w)
     entry = {
@@ -180,6 +188,8 @@ def run_workload(w: Workload, systems, args, log) -> dict:
         ok, version = peers.available(system)
         if reason is None and not ok:
             reason = version
+        if reason is None and system != "gmmjax" and past_deadline():
+            reason = f"the run passed its --deadline of {args.deadline:.0f} s"
         if reason is not None:
             entry["systems"][system] = {"skipped": reason}
             log(f"[{w.name}] {system}: skipped ({reason})")
@@ -231,6 +241,9 @@ def main(argv=None) -> dict:
     args = _parser().parse_args(argv)
     args.repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     args.jobs = args.jobs if args.jobs is not None else peers.cpu_count()
+    gpu = args.suite == "gpu"
+    args.sklearn_budget = args.sklearn_budget if args.sklearn_budget is not None else (60.0 if gpu else None)
+    args.deadline = args.deadline if args.deadline is not None else (360.0 if gpu else None)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
@@ -251,8 +264,11 @@ def main(argv=None) -> dict:
     result = {"meta": environment(args, argv), "workloads": []}
     log(f"gmmjax benchmark, suite {args.suite}: {', '.join(w.name for w in loads)} -> {out}")
     start = time.perf_counter()
+    def past_deadline():
+        return args.deadline is not None and time.perf_counter() - start > args.deadline
+
     for w in loads:
-        result["workloads"].append(run_workload(w, systems, args, log))
+        result["workloads"].append(run_workload(w, systems, args, log, past_deadline))
         result["meta"]["seconds"] = round(time.perf_counter() - start, 1)
         paths = report.write(_clean(result), out, with_chart=False)
     paths = report.write(_clean(result), out)
