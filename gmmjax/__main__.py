@@ -7,6 +7,7 @@ animation of each fit (GIF) and a picture of the final fits (PNG) into DIR.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import pathlib
 import sys
 
@@ -19,6 +20,10 @@ def demo_data() -> np.ndarray:
 
 
 def run_demo(args) -> int:
+    if args.out is not None and not all(importlib.util.find_spec(m) for m in ("matplotlib", "PIL")):
+        # Say so before fitting, not after.
+        print("gmmjax demo --out needs matplotlib and Pillow: pip install 'gmmjax[plot]'", file=sys.stderr)
+        return 1
     import jax
 
     jax.config.update("jax_enable_x64", True)  # this process owns its JAX config

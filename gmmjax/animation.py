@@ -42,7 +42,10 @@ import contextlib
 import pathlib
 from typing import Optional
 
-import matplotlib.pyplot as plt
+try:
+    import matplotlib.pyplot as plt
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError("gmmjax.animation needs matplotlib (and Pillow for GIF files): pip install 'gmmjax[plot]'") from e
 import numpy as np
 from matplotlib.animation import FuncAnimation, HTMLWriter, PillowWriter, writers
 from matplotlib.layout_engine import ConstrainedLayoutEngine, TightLayoutEngine

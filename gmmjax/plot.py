@@ -23,7 +23,10 @@ from __future__ import annotations
 import warnings
 from typing import Optional
 
-import matplotlib.pyplot as plt
+try:
+    import matplotlib.pyplot as plt
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError("gmmjax.plot needs matplotlib (and Pillow for GIF files): pip install 'gmmjax[plot]'") from e
 import numpy as np
 
 from gmmjax import _plotting as P

@@ -86,3 +86,13 @@ def test_demo_rejects_bad_arguments(argv, capsys):
     assert e.value.code == 2
     assert "usage" in capsys.readouterr().err
 
+
+
+def test_demo_out_without_matplotlib_says_what_to_install(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    assert main(["demo", "--components", "1", "--out", str(tmp_path)]) == 1
+    assert "pip install 'gmmjax[plot]'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
