@@ -166,7 +166,11 @@ def _fit_dataset_impl(X, w, key, init, config: EMConfig, n_active) -> FitResult:
     results, failed = jax.vmap(_fit_restart, in_axes=(None, None, 0, None, None, None, None))(
         X, w, keys, init, config, skip, active
     )
-    score = jnp.where(failed, -jnp.inf, results.log_likelihood)
+    # Best restart: the highest log-likelihood among the healthy ones (CONVERGED or
+    # MAX_ITER); a collapsed (DEGENERATE) restart only when no healthy one exists, since
+    # a component on a single point inflates the likelihood; failed ones last.
+    rank = jnp.where(failed, 0, jnp.where(results.status == Status.DEGENERATE, 1, 2))
+    score = jnp.where(rank == jnp.max(rank), results.log_likelihood, -jnp.inf)
     best = jnp.argmax(score)
     res = jax.tree_util.tree_map(lambda a: a[best], results)
 
@@ -203,13 +207,57 @@ def _fit_dataset_impl(X, w, key, init, config: EMConfig, n_active) -> FitResult:
     return unfitted(res)._replace(restarts=restarts)
 
 
-def _fit_batch(X, w, key, init, config: EMConfig) -> FitResult:
-    """Datasets via vmap: X (B, N, D), w (B, N), key (B,), init leaves (B, ...) or None."""
-    return jax.vmap(lambda x, ww, k, i: _fit_dataset(x, ww, k, i, config))(X, w, key, init)
+#: Working set of one chunk of datasets, in bytes, by JAX backend: on a CPU a chunk
+#: should stay in cache (measured on W1-cpu and W3-cpu: 2 MiB is 2-4x faster than one
+#: vmap over the whole batch); elsewhere the limit is device memory.
+CHUNK_BYTES = {"cpu": 2 << 20}
+DEFAULT_CHUNK_BYTES = 4 << 30
+
+
+def default_chunk_size(B: int, N: int, D: int, config: EMConfig, itemsize: int, backend: str | None = None) -> int:
+    """How many datasets `fit_batch` runs side by side (vmap) in each step of its lax.map.
+
+    Smaller chunks also waste fewer iterations: under vmap every lane of a while_loop
+    runs until the slowest lane of its chunk has finished.
+    """
+    lane_bytes = N * config.n_components * (D + 1) * itemsize * config.n_init
+    budget = CHUNK_BYTES.get(backend or jax.default_backend(), DEFAULT_CHUNK_BYTES)
+    return int(max(1, min(B, budget // max(lane_bytes, 1))))
+
+
+def _fit_batch(X, w, key, init, config: EMConfig, chunk: int | None = None) -> FitResult:
+    """Datasets via vmap: X (B, N, D), w (B, N), key (B,), init leaves (B, ...) or None.
+
+    With ``chunk`` < B the datasets run ``chunk`` at a time under vmap, the chunks one
+    after another under lax.map, in one compiled call. The batch is padded to a
+    multiple of ``chunk`` with empty datasets (weight 0: not fitted, cheap).
+    """
+    def fit_many(x, ww, k, i):
+        return jax.vmap(lambda *a: _fit_dataset(*a, config))(x, ww, k, i)
+
+    B = X.shape[0]
+    if chunk is None or chunk >= B:
+        return fit_many(X, w, key, init)
+    n = -(-B // chunk)
+    pad = n * chunk - B
+
+    def split(a, fill):
+        if pad:
+            a = jnp.concatenate([a, jnp.broadcast_to(fill(a[:1]), (pad,) + a.shape[1:])])
+        return a.reshape((n, chunk) + a.shape[1:])
+
+    args = (
+        split(X, jnp.zeros_like),
+        split(w, jnp.zeros_like),
+        split(key, lambda k: k),
+        jax.tree_util.tree_map(lambda a: split(a, lambda b: b), init),
+    )
+    res = jax.lax.map(lambda a: fit_many(*a), args)
+    return jax.tree_util.tree_map(lambda a: a.reshape((n * chunk,) + a.shape[2:])[:B], res)
 
 
 _fit_jit = jax.jit(_fit_dataset, static_argnames=("config",))
-_fit_batch_jit = jax.jit(_fit_batch, static_argnames=("config",))
+_fit_batch_jit = jax.jit(_fit_batch, static_argnames=("config", "chunk"))
 
 
 def fit(X, config: EMConfig, *, key=None, weights=None, init_params: GMMParams | None = None) -> FitResult:
@@ -240,7 +288,9 @@ def fit(X, config: EMConfig, *, key=None, weights=None, init_params: GMMParams |
     return _fit_jit(X, w, key, init, config=config)
 
 
-def fit_batch(Xs, config: EMConfig, *, key=None, mask=None, weights=None, init_params=None) -> FitResult:
+def fit_batch(
+    Xs, config: EMConfig, *, key=None, mask=None, weights=None, init_params=None, chunk_size: int | None = None
+) -> FitResult:
     """Fits one Gaussian mixture per dataset, all datasets in one compiled call.
 
     Args:
@@ -253,6 +303,9 @@ def fit_batch(Xs, config: EMConfig, *, key=None, mask=None, weights=None, init_p
         masked for you). Masked values may be anything, NaN and inf included.
       weights: optional (B, N) non-negative sample weights (or a list of (N_i,)).
       init_params: optional `GMMParams` with a leading (B,) axis on every leaf.
+      chunk_size: datasets run side by side under vmap; chunks run one after another
+        in the same compiled call. Default: `default_chunk_size` (cache-sized on a
+        CPU, memory-sized on a GPU). It changes speed, not results (beyond rounding).
 
     Returns:
       A `FitResult` whose leaves all have a leading (B,) axis. Dataset i equals
@@ -270,7 +323,11 @@ def fit_batch(Xs, config: EMConfig, *, key=None, mask=None, weights=None, init_p
     B = X.shape[0]
     key = _validate.key_for(key, init_params, batch=B)
     init = _validate.init_params(init_params, config, X.shape[2], X.dtype, batch=B)
-    return _fit_batch_jit(X, w, key, init, config=config)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(B, X.shape[1], X.shape[2], config, X.dtype.itemsize)
+    elif not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an integer >= 1 (datasets per chunk), got {chunk_size!r}.")
+    return _fit_batch_jit(X, w, key, init, config=config, chunk=min(chunk_size, B))
 
 
 def status_counts(status) -> dict:

@@ -3,7 +3,7 @@
 Every method draws its random numbers so that they do not depend on how much
 zero-weight padding follows the valid points: indices are drawn by inverting the
 cumulative weight (a padded tail adds nothing to it), and per-point random numbers
-come from ``fold_in(key, n)``. This is what makes `fit_batch` padding invariant.
+are a hash of the point's index. This is what makes `fit_batch` padding invariant.
 
 Shapes: X (N, D) finite, w (N,) non-negative, K = n_components.
 """
@@ -33,10 +33,29 @@ def _sq_dist(X, centers):
 
 
 def _draw_index(u, mass, last_valid):
-    """Index n with probability mass[n] / sum(mass), for u ~ U[0, 1) of any shape."""
+    """Index n with probability mass[n] / sum(mass), for u ~ U[0, 1) of shape (S,).
+
+    The first n with cdf[n] > u * total, found by counting (a handful of draws
+    against N points: cheaper to compile than a binary search, and no slower).
+    """
     cdf = jnp.cumsum(mass)
-    idx = jnp.searchsorted(cdf, u * cdf[-1], side="right")
+    idx = jnp.sum(cdf[None, :] <= (u * cdf[-1])[:, None], axis=1)
     return jnp.minimum(idx, last_valid)
+
+
+def _point_uniforms(key, N, K, dtype):
+    """(N, K) U[0, 1) numbers; entry (n, k) depends on the key, n and k only.
+
+    A murmur3 finaliser over the point index, seeded from the key: unlike
+    ``vmap(fold_in)`` it costs a few integer operations to compile and run.
+    """
+    seed = jax.random.bits(key, (2,), jnp.uint32)
+    h = jnp.arange(N, dtype=jnp.uint32)[:, None] * jnp.uint32(K) + jnp.arange(K, dtype=jnp.uint32)[None, :]
+    h = (h ^ seed[0]) * jnp.uint32(0x9E3779B1) + seed[1]
+    for shift, mult in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
+        h = (h ^ (h >> shift)) * jnp.uint32(mult)
+    h = h ^ (h >> 16)
+    return (h >> 8).astype(dtype) * jnp.asarray(2.0**-24, dtype)
 
 
 def _last_valid(w):
@@ -53,8 +72,8 @@ def kmeans_plusplus(key, X, w, K, active):
     """
     n_trials = 2 + int(math.log(K))
     last = _last_valid(w)
-    keys = jax.random.split(key, K)
-    first = _draw_index(jax.random.uniform(keys[0], (), X.dtype), w, last)
+    u = jax.random.uniform(key, (K, n_trials), X.dtype)  # every draw, up front
+    first = _draw_index(u[0, :1], w, last)[0]
     centers = jnp.zeros((K, X.shape[1]), X.dtype).at[0].set(X[first])
     closest = _sq_dist(X, X[first][None])[:, 0]  # (N,)
 
@@ -63,8 +82,7 @@ def kmeans_plusplus(key, X, w, K, active):
         mass = w * closest
         # All valid points already sit on a seed (e.g. constant data): draw by weight.
         mass = jnp.where(jnp.sum(mass) > 0, mass, w)
-        u = jax.random.uniform(keys[c], (n_trials,), X.dtype)
-        cand = _draw_index(u, mass, last)  # (n_trials,)
+        cand = _draw_index(u[c], mass, last)  # (n_trials,)
         d = jnp.minimum(closest[:, None], _sq_dist(X, X[cand]))  # (N, n_trials)
         best = jnp.argmin(jnp.sum(w[:, None] * d, axis=0))
         on = active[c]
@@ -77,13 +95,13 @@ def kmeans_plusplus(key, X, w, K, active):
 def random_from_data(key, X, w, K):
     """(K, D) seeds: K distinct points with positive weight, drawn uniformly."""
     last = _last_valid(w)
-    keys = jax.random.split(key, K)
+    u = jax.random.uniform(key, (K, 1), X.dtype)
     avail = (w > 0).astype(X.dtype)
 
     def pick(c, carry):
         centers, avail = carry
         mass = jnp.where(jnp.sum(avail) > 0, avail, (w > 0).astype(X.dtype))
-        i = _draw_index(jax.random.uniform(keys[c], (), X.dtype), mass, last)
+        i = _draw_index(u[c], mass, last)[0]
         return centers.at[c].set(X[i]), avail.at[i].set(0.0)
 
     centers = jnp.zeros((K, X.shape[1]), X.dtype)
@@ -136,9 +154,7 @@ def init_params(key, X, w, config: EMConfig, active) -> GMMParams:
     """
     K = config.n_components
     if config.init == "random":
-        n = jnp.arange(X.shape[0])
-        u = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i), (K,), X.dtype))(n)
-        u = u * active[None, :]
+        u = (_point_uniforms(key, X.shape[0], K, X.dtype) + 1e-3) * active[None, :]
         resp = u / jnp.sum(u, axis=1, keepdims=True)
     else:
         if config.init == "random_from_data":

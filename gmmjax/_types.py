@@ -70,7 +70,9 @@ class EMConfig:
     Args:
       n_components: K, the number of mixture components (>= 1).
       covariance_type: "full", "diag", "spherical" or "tied" (scikit-learn's meaning).
-      n_init: number of random restarts run in parallel; the best finite one is kept.
+      n_init: number of random restarts run in parallel. The one kept has the highest
+        log-likelihood among the restarts that neither failed nor collapsed (a
+        DEGENERATE restart is kept only when every restart collapsed or failed).
       init: "kmeans++" (greedy k-means++ seeds, every point assigned to its nearest
         seed), "kmeans" (the same seeds, then Lloyd iterations), "random" (random
         responsibilities, as scikit-learn) or "random_from_data" (K distinct data

@@ -95,3 +95,23 @@ def test_second_call_does_not_recompile(rng):
     other = [x + 1.0 for x in Xs]  # same shapes, new values and key
     gmmjax.fit_batch(other, config, key=jax.random.key(1))
     assert _fit_batch_jit._cache_size() == size
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3])
+def test_chunks_do_not_change_results(rng, chunk_size):
+    Xs = _datasets(rng)  # 4 datasets: chunk 3 pads the batch with two empty ones
+    key = jax.random.key(4)
+    whole = gmmjax.fit_batch(Xs, CONFIG, key=key, chunk_size=len(Xs))
+    chunked = gmmjax.fit_batch(Xs, CONFIG, key=key, chunk_size=chunk_size)
+    assert chunked.status.shape == (len(Xs),)
+    for i in range(len(Xs)):
+        _assert_same(_row(chunked, i), _row(whole, i))
+
+
+def test_default_chunk_is_cache_sized_on_cpu():
+    from gmmjax._fit import default_chunk_size
+
+    # W1-cpu: 1,000 points, K=3, D=1, 10 restarts, float32: 8 datasets per chunk.
+    assert default_chunk_size(200, 1000, 1, gmmjax.EMConfig(3, n_init=10), 4, backend="cpu") == 8
+    assert default_chunk_size(200, 1000, 1, gmmjax.EMConfig(3, n_init=10), 4, backend="gpu") == 200
+    assert default_chunk_size(5, 10**7, 16, gmmjax.EMConfig(32), 4, backend="cpu") == 1

@@ -132,3 +132,20 @@ def test_property_bad_neighbour_never_moves_good_dataset(rng, values, positions,
     else:
         assert s in set(Status) - {Status.NONFINITE_INPUT, Status.TOO_FEW_POINTS}
         assert np.isfinite(float(res.log_likelihood[1]))
+
+
+def test_healthy_restart_beats_a_collapsed_one_with_higher_likelihood():
+    # 25 points of N(0, 1) with K = 3: some restarts put a component on one point,
+    # which inflates the likelihood; a healthy restart is kept whenever one exists.
+    Xs = np.random.default_rng(0).normal(size=(40, 25))
+    res = gmmjax.fit_batch(Xs, gmmjax.EMConfig(3, n_init=4, keep_restarts=True), key=jax.random.key(0))
+    st, ll = np.asarray(res.restarts.status), np.asarray(res.restarts.log_likelihood)
+    healthy = st <= Status.MAX_ITER
+    mixed = [i for i in range(40) if healthy[i].any() and ll[i][~healthy[i]].max(initial=-np.inf) > ll[i][healthy[i]].max()]
+    assert len(mixed) >= 3  # the situation really arises
+    for i in mixed:
+        assert int(res.status[i]) <= Status.MAX_ITER
+        assert float(res.log_likelihood[i]) == ll[i][healthy[i]].max()
+    # Where every restart collapsed, a collapsed one is kept (and says so).
+    for i in np.flatnonzero(~healthy.any(axis=1)):
+        assert int(res.status[i]) == Status.DEGENERATE
