@@ -1,0 +1,1038 @@
+"""scikit-learn estimators backed by the gmmjax engine; NumPy at the boundary.
+
+    GaussianMixture       drop-in for ``sklearn.mixture.GaussianMixture`` (one dataset)
+    BatchGaussianMixture  the same model fitted to many datasets in one compiled call
+
+This module needs scikit-learn; ``import gmmjax`` does not (``gmmjax.GaussianMixture``
+imports this module on first use).
+
+Precision policy (the ``dtype`` parameter)
+------------------------------------------
+JAX computes in float32 unless 64-bit mode (``jax_enable_x64``) is on, and would
+silently truncate float64 data. The estimators do not: with ``dtype=None`` (the
+default) they compute in the precision of the data, as scikit-learn does — float32
+data in float32, anything else in float64 — and switch 64-bit mode on for the
+duration of each call (``jax.enable_x64(True)``) when float64 is needed, whatever
+the global setting; the global setting is left as it was. ``dtype="float32"`` or
+``"float64"`` forces a precision (float32 is much faster on most GPUs). Fitted
+attributes are NumPy arrays of that dtype, and later calls (predict, score, ...)
+compute in it too. The functional API (`gmmjax.fit`, `gmmjax.select_n_components`)
+follows JAX's global setting instead.
+
+Compilation
+-----------
+Every distinct data shape compiles the fit once (seconds). To keep refits cheap (cross
+validation, grid searches), the number of samples is padded up to a few sizes per
+octave (at most 25 % more rows; padding has sample weight 0 and changes nothing but
+rounding), so nearby sample counts share one compiled program.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import numbers
+import warnings
+
+try:
+    import sklearn  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        "gmmjax.GaussianMixture and gmmjax.BatchGaussianMixture need scikit-learn: "
+        "pip install 'gmmjax[sklearn]'. The functional API (gmmjax.fit, ...) works without it."
+    ) from e
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _num_samples, check_is_fitted
+
+try:
+    from sklearn.utils.validation import validate_data as _validate_data
+except ImportError:  # scikit-learn < 1.6
+
+    def _validate_data(estimator, X, **kwargs):
+        return estimator._validate_data(X, **kwargs)
+
+
+from gmmjax import _io
+from gmmjax._density import log_prob as _log_prob
+from gmmjax._density import predict_proba as _predict_proba
+from gmmjax._density import sample as _sample
+from gmmjax._fit import _fit_dataset, fit, fit_batch, status_counts
+from gmmjax._init import init_params as _engine_init
+from gmmjax._select import n_parameters
+from gmmjax._types import EMConfig, GMMParams, Status, Trace
+
+__all__ = ["BatchGaussianMixture", "GaussianMixture"]
+
+#: scikit-learn's init_params names -> the engine's EMConfig.init.
+INIT_NAMES = {"kmeans": "kmeans", "k-means++": "kmeans++", "random": "random", "random_from_data": "random_from_data"}
+
+_FAILED_MESSAGE = (
+    "Fitting the mixture model failed because some components have ill-defined empirical "
+    "covariance (for instance caused by singleton or collapsed samples). Try to decrease the "
+    "number of components, increase reg_covar, or scale the input data."
+)
+_FLOAT32_HINT = " The numerical accuracy can also be improved by passing float64 data instead of float32."
+_NOT_CONVERGED = (
+    "Best performing initialization did not converge. Try different init parameters, or "
+    "increase max_iter, tol, or check for degenerate data."
+)
+
+
+# ---------------------------------------------------------------- helpers
+def _bucket(n: int) -> int:
+    """Padded number of samples: >= n, at most 4 sizes per octave, at least 64."""
+    if n <= 64:
+        return 64
+    step = 1 << (n.bit_length() - 3)
+    return -(-n // step) * step
+
+
+def _precision(dtype):
+    """Context in which JAX computes in ``dtype`` (64-bit mode on for float64)."""
+    if np.dtype(dtype) == np.float64 and not jax.config.jax_enable_x64:
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
+
+
+def _key(random_state):
+    """A JAX PRNG key from a random_state, deterministically.
+
+    int -> ``jax.random.key(int)``; a JAX key is used as is; None or a
+    ``np.random.RandomState`` -> a key seeded by one draw from it.
+    """
+    if isinstance(random_state, jax.Array):
+        if jnp.issubdtype(random_state.dtype, jax.dtypes.prng_key):
+            return random_state
+        return jax.random.wrap_key_data(random_state)
+    if isinstance(random_state, numbers.Integral):
+        seed = int(random_state)
+    else:
+        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+    with jax.enable_x64(True):  # the same key whatever the global setting
+        return jax.random.key(seed)
+
+
+def _seed_for_sklearn(random_state):
+    """random_state in a form scikit-learn accepts (a JAX key becomes an int)."""
+    if isinstance(random_state, jax.Array):
+        return int(jax.random.randint(_key(random_state), (), 0, np.iinfo(np.int32).max))
+    return random_state
+
+
+def _pad_rows(X, n_to):
+    """(n_to, D) zeros-padded copy of X (N, D) and (n_to,) weights: 1 then 0."""
+    N = X.shape[-2]
+    Xp = np.zeros(X.shape[:-2] + (n_to, X.shape[-1]), X.dtype)
+    Xp[..., :N, :] = X
+    w = np.zeros(X.shape[:-2] + (n_to,), X.dtype)
+    w[..., :N] = 1.0
+    return Xp, w
+
+
+def _precision_cholesky(cov, covariance_type):
+    """scikit-learn's precisions_cholesky_ (upper triangular P, P P^T = cov^-1).
+
+    Any leading axes are batch axes. Raises np.linalg.LinAlgError (full, tied) or
+    FloatingPointError (diag, spherical) when a covariance is not positive definite.
+    """
+    if covariance_type in ("full", "tied"):
+        L = np.linalg.cholesky(cov)
+        eye = np.broadcast_to(np.eye(cov.shape[-1], dtype=cov.dtype), cov.shape)
+        return np.swapaxes(np.linalg.solve(L, eye), -1, -2)
+    if np.any(~(cov > 0)):
+        raise FloatingPointError("non-positive variance")
+    return 1.0 / np.sqrt(cov)
+
+
+def _precisions(prec_chol, covariance_type):
+    if covariance_type in ("full", "tied"):
+        return prec_chol @ np.swapaxes(prec_chol, -1, -2)
+    return prec_chol**2
+
+
+def _covariances_from_precisions(prec, covariance_type):
+    if covariance_type in ("full", "tied"):
+        return np.linalg.inv(prec)
+    return 1.0 / prec
+
+
+def _check_init_arrays(est, n_features, dtype, batch=None):
+    """Validated (weights_init, means_init, covariances from precisions_init), each or None.
+
+    Checks as scikit-learn's GaussianMixture does, without writing back into the
+    hyperparameters. With ``batch`` = B, arrays may also carry a leading (B,) axis.
+    """
+    K, D, ct = est.n_components, n_features, est.covariance_type
+    shapes = {
+        "weights": (K,),
+        "means": (K, D),
+        "precisions": {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}[ct],
+    }
+    out = []
+    for name in ("weights", "means", "precisions"):
+        value = getattr(est, f"{name}_init")
+        if value is None:
+            out.append(None)
+            continue
+        a = np.asarray(value, dtype=dtype)
+        want = shapes[name]
+        if a.shape != want and not (batch is not None and a.shape == (batch,) + want):
+            label = f"{ct} precision" if name == "precisions" else name
+            raise ValueError(f"The parameter '{label}' should have the shape of {want}, but got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name}_init must be finite.")
+        if name == "weights":
+            if np.any(a < 0) or np.any(a > 1):
+                raise ValueError(
+                    "The parameter 'weights' should be in the range [0, 1], but got max value "
+                    f"{a.max():.5f}, min value {a.min():.5f}"
+                )
+            atol = 1e-6 if a.dtype == np.float32 else 1e-8
+            if not np.allclose(np.sum(a, axis=-1), 1.0, atol=atol, rtol=0):
+                raise ValueError(
+                    f"The parameter 'weights' should be normalized, but got sum(weights) = {np.sum(a):.5f}"
+                )
+        if name == "precisions":
+            if ct in ("full", "tied"):
+                sym = np.allclose(a, np.swapaxes(a, -1, -2))
+                if not (sym and np.all(np.linalg.eigvalsh(a) > 0)):
+                    raise ValueError(f"'{ct} precision' should be symmetric, positive-definite")
+            elif np.any(a <= 0):
+                raise ValueError(f"'{ct} precision' should be positive")
+            a = _covariances_from_precisions(a, ct)
+        out.append(a)
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- custom initial parameters
+def _fit_partial_one(X, w, key, inits, config: EMConfig):
+    """One dataset, n_init restarts: each starts from config.init with the user's
+    given parts (weights, means or covariances; None = not given) swapped in, as
+    scikit-learn does when only some of weights_init / means_init / precisions_init
+    are set."""
+    K = config.n_components
+    one = dataclasses.replace(config, n_init=1, keep_restarts=False)
+    ok = w > 0
+
+    def restart(k):
+        Xc = jnp.where(ok[:, None], X, 0.0)
+        with jax.default_matmul_precision("highest"):
+            p0 = _engine_init(k, Xc, w, one, jnp.ones(K, bool))
+        p0 = GMMParams(*(p if u is None else u.astype(X.dtype) for p, u in zip(p0, inits)))
+        return _fit_dataset(X, w, k, p0, one)
+
+    res = jax.vmap(restart)(jax.random.split(key, config.n_init))
+    # As the engine picks: healthy restarts first, then DEGENERATE, failed ones last.
+    rank = jnp.where(res.status == Status.NUMERICAL_FAILURE, 0, jnp.where(res.status == Status.DEGENERATE, 1, 2))
+    score = jnp.where(rank == jnp.max(rank), res.log_likelihood, -jnp.inf)
+    best = jax.tree_util.tree_map(lambda a: a[jnp.argmax(score)], res)
+    return best._replace(restarts=res if config.keep_restarts else None)
+
+
+_fit_partial_jit = jax.jit(_fit_partial_one, static_argnames=("config",))
+_fit_partial_batch_jit = jax.jit(
+    lambda X, w, keys, inits, config: jax.vmap(lambda x, ww, k, i: _fit_partial_one(x, ww, k, i, config))(
+        X, w, keys, inits
+    ),
+    static_argnames=("config",),
+)
+
+
+# ---------------------------------------------------------------- shared base
+class _MixtureBase(DensityMixin, BaseEstimator):
+    """Hyperparameters, validation and saving shared by the two estimators."""
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
+        "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
+        "tol": [Interval(numbers.Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(numbers.Real, 0.0, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 0, None, closed="left")],
+        "n_init": [Interval(numbers.Integral, 1, None, closed="left")],
+        "init_params": [StrOptions(set(INIT_NAMES))],
+        "weights_init": ["array-like", None],
+        "means_init": ["array-like", None],
+        "precisions_init": ["array-like", None],
+        "random_state": ["random_state", jax.Array],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "verbose_interval": [Interval(numbers.Integral, 1, None, closed="left")],
+        "dtype": [StrOptions({"float32", "float64"}), None],
+    }
+
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+        dtype=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.dtype = dtype
+
+    # -- configuration
+    def _compute_dtype(self, data_dtype):
+        if self.dtype is not None:
+            return np.dtype(self.dtype)
+        return np.dtype(np.float32) if np.dtype(data_dtype) == np.float32 else np.dtype(np.float64)
+
+    def _config(self, n_init, keep_restarts=False) -> EMConfig:
+        return EMConfig(
+            n_components=int(self.n_components),
+            covariance_type=self.covariance_type,
+            n_init=int(n_init),
+            init=INIT_NAMES[self.init_params],
+            max_iter=int(self.max_iter),
+            tol=float(self.tol),
+            reg_covar=float(self.reg_covar),
+            trace="loglik",
+            keep_restarts=keep_restarts,
+        )
+
+    def _fitted_params(self) -> GMMParams:
+        return GMMParams(self.weights_, self.means_, self.covariances_)
+
+    def _n_parameters(self):
+        """scikit-learn's number of free parameters of the fitted model."""
+        return int(n_parameters(self.n_components, self.means_.shape[-1], self.covariance_type))
+
+    def _print_verbose(self, res):
+        """scikit-learn's progress messages, printed after the compiled fit returns
+        (from the trace of every restart; no per-iteration timings)."""
+        if not self.verbose:
+            return
+        r = jax.device_get(res.restarts if res.restarts is not None else res)
+        ll = np.atleast_2d(r.trace.log_likelihood)
+        n_iter, conv = np.atleast_1d(r.n_iter), np.atleast_1d(r.converged)
+        for i in range(ll.shape[0]):
+            print(f"Initialization {i}")
+            for t in range(1, int(n_iter[i]) + 1):
+                if t % self.verbose_interval == 0:
+                    change = ll[i, t - 1] - (ll[i, t - 2] if t > 1 else -np.inf)
+                    print(f"  Iteration {t}" + (f"\t ll change {change:.5f}" if self.verbose >= 2 else ""))
+            msg = "converged" if conv[i] else "did not converge"
+            lb = ll[i, int(n_iter[i]) - 1] if n_iter[i] > 0 else -np.inf
+            print(f"Initialization {msg}." + (f"\t lower bound {lb:.5f}." if self.verbose >= 2 else ""))
+
+    # -- saving
+    _FITTED = (
+        "weights_",
+        "means_",
+        "covariances_",
+        "precisions_",
+        "precisions_cholesky_",
+        "converged_",
+        "n_iter_",
+        "lower_bound_",
+        "status_",
+    )
+
+    def _hyperparameters_for_file(self, arrays):
+        hp = {}
+        for name, value in self.get_params(deep=False).items():
+            if name in ("weights_init", "means_init", "precisions_init"):
+                if value is not None:
+                    arrays[f"param.{name}"] = np.asarray(value)
+                hp[name] = None if value is None else {"array": f"param.{name}"}
+            elif name == "random_state":
+                if isinstance(value, jax.Array):
+                    key = _key(value)
+                    arrays["param.random_state"] = np.asarray(jax.random.key_data(key))
+                    hp[name] = {"jax_key": "param.random_state", "impl": str(jax.random.key_impl(key))}
+                elif value is None or isinstance(value, numbers.Integral):
+                    hp[name] = None if value is None else int(value)
+                else:
+                    warnings.warn(
+                        "random_state is a np.random.RandomState, which is not saved; the loaded "
+                        "estimator has random_state=None. Use an int to keep it.",
+                        UserWarning,
+                        stacklevel=3,
+                    )
+                    hp[name] = None
+            elif isinstance(value, (np.integer, np.floating, np.bool_)):
+                hp[name] = value.item()
+            else:
+                hp[name] = value
+        return hp
+
+    @staticmethod
+    def _hyperparameters_from_file(hp, arrays):
+        out = {}
+        for name, value in hp.items():
+            if isinstance(value, dict) and "array" in value:
+                value = arrays[value["array"]]
+            elif isinstance(value, dict) and "jax_key" in value:
+                value = jax.random.wrap_key_data(arrays[value["jax_key"]], impl=value["impl"])
+            out[name] = value
+        return out
+
+    def save(self, path):
+        """Saves this estimator (hyperparameters and, if fitted, its fitted state) to
+        ``path`` in gmmjax's file format (a ``.npz`` archive, no pickle; see
+        `gmmjax._io`). Load it back with ``type(self).load(path)``."""
+        arrays, attributes = {}, {}
+        hp = self._hyperparameters_for_file(arrays)
+        fitted = hasattr(self, "converged_")
+        if fitted:
+            for name in self._FITTED:
+                arrays[name] = np.asarray(getattr(self, name))
+            attributes["n_features_in_"] = int(self.n_features_in_)
+            if hasattr(self, "feature_names_in_"):
+                attributes["feature_names_in_"] = [str(f) for f in self.feature_names_in_]
+            self._extra_to_file(arrays, attributes)
+        meta = {
+            "covariance_type": self.covariance_type,
+            "hyperparameters": hp,
+            "attributes": attributes,
+            "fitted": fitted,
+        }
+        _io.write(path, type(self).__name__, meta, arrays)
+
+    @classmethod
+    def load(cls, path):
+        """Loads an estimator written by ``save``; never executes code from the file.
+
+        Raises:
+          ValueError: the file is not a gmmjax file of this class, is corrupted or
+            truncated, or was written by a newer gmmjax format version.
+        """
+        meta, arrays = _io.read(path, classes=(cls.__name__,))
+        try:
+            est = cls(**cls._hyperparameters_from_file(meta["hyperparameters"], arrays))
+            if meta.get("fitted"):
+                for name in cls._FITTED:
+                    setattr(est, name, arrays[name])
+                attrs = meta["attributes"]
+                est.n_features_in_ = int(attrs["n_features_in_"])
+                if "feature_names_in_" in attrs:
+                    est.feature_names_in_ = np.asarray(attrs["feature_names_in_"], dtype=object)
+                est._extra_from_file(arrays, attrs)
+        except (KeyError, TypeError, IndexError) as e:
+            raise ValueError(f"{path!r} is not a readable gmmjax file: missing or malformed entry ({e}).") from None
+        return est
+
+
+# ---------------------------------------------------------------- one dataset
+class GaussianMixture(_MixtureBase):
+    """Gaussian mixture fitted with EM by gmmjax; a drop-in for
+    ``sklearn.mixture.GaussianMixture``.
+
+    Same parameters, defaults, methods and fitted attributes as scikit-learn's
+    (``weights_``, ``means_``, ``covariances_``, ``precisions_``,
+    ``precisions_cholesky_``, ``converged_``, ``n_iter_``, ``lower_bound_``,
+    ``lower_bounds_``, ``n_features_in_``, ``feature_names_in_``), plus:
+
+    Parameters:
+      dtype: None (compute in the data's precision: float32 stays float32, anything
+        else is float64, with JAX 64-bit mode switched on for the call), "float32"
+        or "float64". See the module docstring.
+      random_state: as scikit-learn's (None, int, RandomState), or a JAX PRNG key.
+        An int ``s`` seeds ``jax.random.key(s)``; restarts use ``split(key, n_init)``.
+
+    Attributes:
+      status_: the `gmmjax.Status` of the fit (CONVERGED, MAX_ITER, DEGENERATE).
+      trace_: the engine's `Trace` of the best restart: ``log_likelihood`` (max_iter + 1,)
+        holds the mean log-likelihood after t iterations (-inf past ``n_iter_``), so
+        ``lower_bounds_ == trace_.log_likelihood[:n_iter_]``.
+
+    Differences from scikit-learn: the initialisations are the engine's (init_params
+    "kmeans" runs k-means++ seeding and Lloyd iterations in JAX, "k-means++" assigns
+    every point to its nearest seed), so fits agree with scikit-learn's in
+    distribution, and exactly from the same initial parameters; the best restart is
+    the one with the highest final log-likelihood; ``sample`` draws with JAX; verbose
+    messages are printed after the compiled fit returns; a warm start's first
+    iteration never counts as converged.
+
+    Example:
+      >>> import numpy as np, gmmjax
+      >>> X = np.random.default_rng(0).normal(size=(200, 2))
+      >>> gm = gmmjax.GaussianMixture(n_components=2, random_state=0).fit(X)
+      >>> gm.means_.shape, gm.predict(X).shape
+      ((2, 2), (200,))
+    """
+
+    # -- fitting
+    def fit(self, X, y=None):
+        """Estimates the parameters with EM (see `fit_predict`). Returns self."""
+        self.fit_predict(X, y)
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit_predict(self, X, y=None):
+        """Fits the model to X (n_samples, n_features) and returns the labels of X.
+
+        Raises:
+          ValueError: n_samples < n_components, invalid input, or EM failed
+            numerically (the message says what to change).
+        Warns:
+          ConvergenceWarning: the best restart did not converge (max_iter > 0).
+        """
+        X = _validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        n, D = X.shape
+        if n < self.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components "
+                f"but got n_components = {self.n_components}, n_samples = {n}"
+            )
+        dtype = self._compute_dtype(X.dtype)
+        X = X.astype(dtype, copy=False)
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        Xp, w = _pad_rows(X, _bucket(n))
+        with _precision(dtype):
+            if do_init:
+                inits = _check_init_arrays(self, D, dtype)
+                config = self._config(self.n_init, keep_restarts=bool(self.verbose))
+                key = _key(self.random_state)
+                if all(a is not None for a in inits):
+                    res = fit(Xp, config, weights=w, init_params=GMMParams(*inits))
+                elif any(a is not None for a in inits):
+                    res = _fit_partial_jit(jnp.asarray(Xp), jnp.asarray(w), key, inits, config=config)
+                else:
+                    res = fit(Xp, config, key=key, weights=w)
+            else:
+                if self.means_.shape != (self.n_components, D) or self.means_.dtype != dtype:
+                    raise ValueError(
+                        "warm_start=True continues from the previous fit, which has "
+                        f"means of shape {self.means_.shape} and dtype {self.means_.dtype}; this fit has "
+                        f"n_components={self.n_components}, {D} features and dtype {dtype}. "
+                        "Set warm_start=False to start afresh."
+                    )
+                config = self._config(1, keep_restarts=bool(self.verbose))
+                res = fit(Xp, config, weights=w, init_params=self._fitted_params())
+            res = jax.device_get(res)
+        self._print_verbose(res)
+        self._set_result(res, dtype)
+        return np.argmax(self._density(X, "proba"), axis=1)
+
+    def _set_result(self, res, dtype):
+        status = Status(int(res.status))
+        if status == Status.NUMERICAL_FAILURE:
+            hint = _FLOAT32_HINT if dtype == np.float32 else ""
+            raise ValueError(f"{_FAILED_MESSAGE}{hint} (gmmjax status: NUMERICAL_FAILURE)")
+        if status in (Status.TOO_FEW_POINTS, Status.NONFINITE_INPUT):  # excluded by validation
+            raise ValueError(f"the data could not be fitted (gmmjax status: {status.name}).")
+        p = res.params
+        try:
+            prec_chol = _precision_cholesky(np.asarray(p.covariances, dtype), self.covariance_type)
+        except (np.linalg.LinAlgError, FloatingPointError):
+            raise ValueError(_FAILED_MESSAGE + (_FLOAT32_HINT if dtype == np.float32 else "")) from None
+        converged = bool(res.converged)
+        if not converged and self.max_iter > 0:
+            warnings.warn(_NOT_CONVERGED, ConvergenceWarning, stacklevel=3)
+        n_iter = int(res.n_iter)
+        ll = np.asarray(res.trace.log_likelihood)
+        self.weights_ = np.asarray(p.weights, dtype)
+        self.means_ = np.asarray(p.means, dtype)
+        self.covariances_ = np.asarray(p.covariances, dtype)
+        self.precisions_cholesky_ = prec_chol
+        self.precisions_ = _precisions(prec_chol, self.covariance_type)
+        self.converged_ = converged
+        self.n_iter_ = n_iter
+        self.lower_bounds_ = [float(v) for v in ll[:n_iter]]
+        self.lower_bound_ = self.lower_bounds_[-1] if n_iter > 0 else -np.inf
+        self.status_ = status
+        self.trace_ = Trace(log_likelihood=ll)
+
+    # -- evaluation
+    def _density(self, X, what):
+        """``what`` ("log_prob" or "proba") of validated X (n_samples, n_features)."""
+        dtype = self.means_.dtype
+        n = X.shape[0]
+        Xp, _ = _pad_rows(np.asarray(X, dtype), _bucket(n))
+        fn = _log_prob if what == "log_prob" else _predict_proba
+        with _precision(dtype):
+            params = GMMParams(*(jnp.asarray(a) for a in self._fitted_params()))
+            return np.asarray(fn(params, Xp, covariance_type=self.covariance_type))[:n]
+
+    def _checked(self, X):
+        check_is_fitted(self)
+        return _validate_data(self, X, reset=False)
+
+    def score_samples(self, X):
+        """Log density of each sample: (n_samples,)."""
+        return self._density(self._checked(X), "log_prob")
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of the samples in X (a float)."""
+        return float(np.mean(self.score_samples(X)))
+
+    def predict_proba(self, X):
+        """Responsibilities p(k | x): (n_samples, n_components)."""
+        return self._density(self._checked(X), "proba")
+
+    def predict(self, X):
+        """Most probable component of each sample: (n_samples,) int."""
+        return np.argmax(self.predict_proba(X), axis=1)
+
+    def bic(self, X):
+        """Bayesian information criterion on X (lower is better); scikit-learn's formula."""
+        n = _num_samples(X)
+        return -2 * self.score(X) * n + self._n_parameters() * math.log(n)
+
+    def aic(self, X):
+        """Akaike information criterion on X (lower is better); scikit-learn's formula."""
+        return -2 * self.score(X) * _num_samples(X) + 2 * self._n_parameters()
+
+    def sample(self, n_samples=1):
+        """Draws n_samples points: (X (n_samples, n_features), y (n_samples,) labels).
+
+        Drawn with JAX from a key derived from random_state (an int gives the same
+        draw every call, as in scikit-learn); grouped by component like scikit-learn's.
+        """
+        check_is_fitted(self)
+        if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples} . The sampling requires at least one sample."
+            )
+        dtype = self.means_.dtype
+        with _precision(dtype):
+            key = jax.random.fold_in(_key(self.random_state), 1)
+            params = GMMParams(*(jnp.asarray(a) for a in self._fitted_params()))
+            X, y = jax.device_get(_sample(key, params, int(n_samples), covariance_type=self.covariance_type))
+        order = np.argsort(y, kind="stable")
+        return np.asarray(X)[order].astype(np.float64), np.asarray(y)[order].astype(np.int64)
+
+    # -- scikit-learn interoperability
+    def to_sklearn(self):
+        """A ``sklearn.mixture.GaussianMixture`` with these hyperparameters and, if
+        fitted, the same fitted attributes (so identical predictions)."""
+        from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+        params = self.get_params(deep=False)
+        params.pop("dtype")
+        params["random_state"] = _seed_for_sklearn(params["random_state"])
+        est = SkGaussianMixture(**params)
+        if hasattr(self, "converged_"):
+            for name in (
+                "weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_",
+                "converged_", "n_iter_", "lower_bound_", "lower_bounds_", "n_features_in_",
+                "feature_names_in_",
+            ):
+                if hasattr(self, name):
+                    value = getattr(self, name)
+                    setattr(est, name, value.copy() if isinstance(value, (np.ndarray, list)) else value)
+        return est
+
+    @classmethod
+    def from_sklearn(cls, estimator, **params):
+        """A gmmjax GaussianMixture from a ``sklearn.mixture.GaussianMixture`` (fitted or
+        not): its hyperparameters (overridden by ``params``) and fitted attributes.
+        ``trace_`` is None (scikit-learn keeps no final log-likelihood)."""
+        from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+        if not isinstance(estimator, SkGaussianMixture):
+            raise ValueError(f"expected a sklearn.mixture.GaussianMixture, got {type(estimator).__name__}.")
+        hp = estimator.get_params(deep=False)
+        hp.update(params)
+        est = cls(**hp)
+        if hasattr(estimator, "converged_"):
+            for name in (
+                "weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_",
+                "n_features_in_", "feature_names_in_",
+            ):
+                if hasattr(estimator, name):
+                    value = getattr(estimator, name)
+                    setattr(est, name, np.array(value) if isinstance(value, np.ndarray) else value)
+            est.converged_ = bool(estimator.converged_)
+            est.n_iter_ = int(estimator.n_iter_)
+            est.lower_bound_ = float(estimator.lower_bound_)
+            est.lower_bounds_ = [float(v) for v in getattr(estimator, "lower_bounds_", [])]
+            est.status_ = Status.CONVERGED if est.converged_ else Status.MAX_ITER
+            est.trace_ = None
+        return est
+
+    # -- saving (see _MixtureBase.save / load)
+    def _extra_to_file(self, arrays, attributes):
+        arrays["lower_bounds_"] = np.asarray(self.lower_bounds_, np.float64)
+        if self.trace_ is not None:
+            arrays["trace_.log_likelihood"] = np.asarray(self.trace_.log_likelihood)
+
+    def _extra_from_file(self, arrays, attributes):
+        self.converged_ = bool(self.converged_)
+        self.n_iter_ = int(self.n_iter_)
+        self.lower_bound_ = float(self.lower_bound_)
+        self.status_ = Status(int(self.status_))
+        self.lower_bounds_ = [float(v) for v in arrays["lower_bounds_"]]
+        ll = arrays.get("trace_.log_likelihood")
+        self.trace_ = None if ll is None else Trace(log_likelihood=ll)
+
+
+# ---------------------------------------------------------------- many datasets
+def _as_batch(Xs, mask, lengths, n_features=None):
+    """Datasets as a padded array.
+
+    Returns (X (B, N, D) NumPy float array, valid (B, N) bool, list_lengths): the
+    last is the list of dataset lengths for list input (results come back as lists),
+    None for array input.
+    """
+    if isinstance(Xs, (list, tuple)):
+        if mask is not None or lengths is not None:
+            raise ValueError("mask= and lengths= are for a padded (B, N, D) array; a list needs neither.")
+        if len(Xs) == 0:
+            raise ValueError("Xs is an empty list: pass at least one dataset.")
+        arrays = []
+        for i, x in enumerate(Xs):
+            if hasattr(x, "toarray") or hasattr(x, "tocsr"):
+                raise TypeError("sparse datasets are not supported; pass dense arrays.")
+            a = np.asarray(x)
+            if a.dtype.kind not in "biuf":
+                try:
+                    a = a.astype(np.float64)
+                except (TypeError, ValueError):
+                    raise ValueError(f"dataset {i} is not numeric (dtype {a.dtype}).") from None
+            if a.ndim != 2:
+                raise ValueError(
+                    f"dataset {i} must be 2-D (n_samples, n_features), got shape {a.shape}; "
+                    "reshape 1-D data with x[:, None]."
+                )
+            arrays.append(a)
+        Ds = {a.shape[1] for a in arrays}
+        if len(Ds) != 1:
+            raise ValueError(f"all datasets must have the same number of features, got {sorted(Ds)}.")
+        lens = [a.shape[0] for a in arrays]
+        dtype = np.result_type(*[a.dtype for a in arrays])
+        if dtype.kind != "f":
+            dtype = np.dtype(np.float64)
+        X = np.zeros((len(arrays), max(max(lens), 1), Ds.pop()), dtype)
+        valid = np.zeros(X.shape[:2], bool)
+        for i, a in enumerate(arrays):
+            X[i, : lens[i]] = a
+            valid[i, : lens[i]] = True
+        out_lengths = lens
+    else:
+        if hasattr(Xs, "toarray") or hasattr(Xs, "tocsr"):
+            raise TypeError("sparse input is not supported; pass a dense (B, N, D) array or a list.")
+        X = np.asarray(Xs)
+        if X.dtype.kind not in "biuf":
+            raise ValueError(f"Xs must be numeric, got dtype {X.dtype}.")
+        if X.ndim != 3:
+            raise ValueError(
+                f"Xs must be a padded (B, N, D) array or a list of (n_samples, n_features) arrays; got shape "
+                f"{X.shape}. For one dataset use gmmjax.GaussianMixture."
+            )
+        B, N, _ = X.shape
+        if mask is not None and lengths is not None:
+            raise ValueError("pass mask= or lengths=, not both.")
+        if mask is not None:
+            valid = np.asarray(mask, bool)
+            if valid.shape != (B, N):
+                raise ValueError(f"mask must have shape (B, N) = {(B, N)}, got {valid.shape}.")
+        elif lengths is not None:
+            lens = np.asarray(lengths)
+            if lens.shape != (B,) or lens.dtype.kind not in "iu" or np.any(lens < 0) or np.any(lens > N):
+                raise ValueError(
+                    f"lengths must be {B} integers in [0, {N}] (valid points per dataset), got {lengths!r}."
+                )
+            valid = np.arange(N)[None, :] < lens[:, None]
+        else:
+            valid = np.ones((B, N), bool)
+        if X.dtype.kind != "f":
+            X = X.astype(np.float64)
+        out_lengths = None
+    if X.shape[0] == 0:
+        raise ValueError("Xs holds 0 datasets: pass at least one.")
+    if X.shape[2] == 0:
+        raise ValueError("the datasets have 0 features: pass data of shape (n_samples, n_features >= 1).")
+    if n_features is not None and X.shape[2] != n_features:
+        raise ValueError(
+            f"X has {X.shape[2]} features, but BatchGaussianMixture is expecting {n_features} features as input."
+        )
+    return X, valid, out_lengths
+
+
+class BatchGaussianMixture(_MixtureBase):
+    """One Gaussian mixture per dataset, all datasets fitted in one compiled call.
+
+    Same parameters as `GaussianMixture` (shared by all datasets). ``fit`` takes a
+    list of (N_i, D) arrays of different lengths, or a padded (B, N, D) array with
+    ``mask=`` (B, N) bool or ``lengths=`` (B,) ints. A dataset that cannot be fitted
+    (too few points, NaN/inf among its points, a numerical failure) raises nothing: it
+    gets a `gmmjax.Status` in ``status_``, and one warning counts all the datasets that
+    did not converge cleanly.
+
+    Attributes (B = number of datasets):
+      weights_ (B, K), means_ (B, K, D), covariances_ (B, ...), precisions_,
+      precisions_cholesky_: as GaussianMixture's with a leading dataset axis (NaN for
+        datasets whose covariances are unusable).
+      converged_ (B,) bool, n_iter_ (B,) int, lower_bound_ (B,) float,
+      lower_bounds_: list of B arrays, status_ (B,) int (`gmmjax.Status` values),
+      trace_: `Trace` with log_likelihood (B, max_iter + 1), n_datasets_,
+      n_features_in_.
+
+    Dataset i is fitted with key ``jax.random.split(key, B)[i]`` where key comes from
+    random_state (as in `GaussianMixture`), so it equals
+    ``GaussianMixture(random_state=jax.random.split(key, B)[i]).fit(Xs[i])``.
+
+    predict / predict_proba / score_samples take the same kinds of input and return
+    a list for a list, or padded arrays for an array (masked entries: NaN, or -1 for
+    labels); datasets with status TOO_FEW_POINTS or NONFINITE_INPUT have no model and
+    give NaN / -1 too. score, bic and aic return (B,) arrays.
+
+    Example:
+      >>> import numpy as np, gmmjax
+      >>> rng = np.random.default_rng(0)
+      >>> Xs = [rng.normal(size=(n, 2)) for n in (50, 80, 120)]
+      >>> bgm = gmmjax.BatchGaussianMixture(n_components=2, random_state=0).fit(Xs)
+      >>> bgm.means_.shape, [p.shape for p in bgm.predict(Xs)]
+      ((3, 2, 2), [(50,), (80,), (120,)])
+    """
+
+    _FITTED = _MixtureBase._FITTED + ("n_samples_",)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, Xs, y=None, *, mask=None, lengths=None):
+        """Fits one mixture per dataset. Returns self.
+
+        Warns:
+          ConvergenceWarning: once, counting the datasets by status, when some
+            dataset did not end CONVERGED (MAX_ITER is not counted when max_iter=0).
+        """
+        X, valid, _ = _as_batch(Xs, mask, lengths)
+        B, N, D = X.shape
+        dtype = self._compute_dtype(X.dtype)
+        Xp = np.zeros((B, _bucket(N), D), dtype)
+        Xp[:, :N] = np.where(valid[..., None], X, 0.0)
+        w = np.zeros(Xp.shape[:2], dtype)
+        w[:, :N] = valid
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        with _precision(dtype):
+            if do_init:
+                inits = _check_init_arrays(self, D, dtype, batch=B)
+                config = self._config(self.n_init, keep_restarts=bool(self.verbose))
+                key = _key(self.random_state)
+                if any(a is not None for a in inits):
+                    want = (self.n_components, D)
+                    inits = tuple(
+                        None if a is None else np.broadcast_to(a, (B,) + a.shape[-len(s):]).copy()
+                        for a, s in zip(inits, ((self.n_components,), want, self._cov_shape(D)))
+                    )
+                if all(a is not None for a in inits):
+                    res = fit_batch(Xp, config, weights=w, init_params=GMMParams(*inits))
+                elif any(a is not None for a in inits):
+                    keys = jax.random.split(key, B)
+                    res = _fit_partial_batch_jit(jnp.asarray(Xp), jnp.asarray(w), keys, inits, config=config)
+                else:
+                    res = fit_batch(Xp, config, key=key, weights=w)
+            else:
+                if self.means_.shape != (B, self.n_components, D) or self.means_.dtype != dtype:
+                    raise ValueError(
+                        "warm_start=True continues from the previous fit, which has means of shape "
+                        f"{self.means_.shape} and dtype {self.means_.dtype}; this fit has {B} datasets, "
+                        f"n_components={self.n_components}, {D} features and dtype {dtype}. "
+                        "Set warm_start=False to start afresh."
+                    )
+                config = self._config(1, keep_restarts=bool(self.verbose))
+                res = fit_batch(Xp, config, weights=w, init_params=self._fitted_params())
+            res = jax.device_get(res)
+        self._set_result(res, dtype, valid.sum(axis=1))
+        self.n_features_in_ = D
+        return self
+
+    def fit_predict(self, Xs, y=None, *, mask=None, lengths=None):
+        """Fits, then returns the labels of Xs (a list for a list, else (B, N))."""
+        return self.fit(Xs, mask=mask, lengths=lengths).predict(Xs, mask=mask, lengths=lengths)
+
+    def _cov_shape(self, D):
+        K = self.n_components
+        return {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}[self.covariance_type]
+
+    def _set_result(self, res, dtype, n_samples):
+        status = np.asarray(res.status, np.int32)
+        B = status.shape[0]
+        p = res.params
+        cov = np.asarray(p.covariances, dtype)
+        try:
+            prec_chol = _precision_cholesky(cov, self.covariance_type)
+        except (np.linalg.LinAlgError, FloatingPointError):
+            prec_chol = np.full_like(cov, np.nan)
+            for i in range(B):
+                try:
+                    prec_chol[i] = _precision_cholesky(cov[i], self.covariance_type)
+                except (np.linalg.LinAlgError, FloatingPointError):
+                    status[i] = max(status[i], Status.NUMERICAL_FAILURE)
+        n_iter = np.asarray(res.n_iter, np.int64)
+        ll = np.asarray(res.trace.log_likelihood)
+        self.weights_ = np.asarray(p.weights, dtype)
+        self.means_ = np.asarray(p.means, dtype)
+        self.covariances_ = cov
+        self.precisions_cholesky_ = prec_chol
+        self.precisions_ = _precisions(prec_chol, self.covariance_type)
+        self.converged_ = np.asarray(res.converged, bool)
+        self.n_iter_ = n_iter
+        self.lower_bounds_ = [ll[i, : n_iter[i]].copy() for i in range(B)]
+        self.lower_bound_ = np.where(n_iter > 0, ll[np.arange(B), np.maximum(n_iter - 1, 0)], -np.inf)
+        self.status_ = status
+        self.trace_ = Trace(log_likelihood=ll)
+        self.n_datasets_ = B
+        self.n_samples_ = np.asarray(n_samples, np.int64)
+        self._warn_statuses()
+
+    def _warn_statuses(self):
+        bad = self.status_ != Status.CONVERGED
+        if self.max_iter == 0:
+            bad &= self.status_ != Status.MAX_ITER
+        if np.any(bad):
+            counts = status_counts(self.status_[bad])
+            warnings.warn(
+                f"{int(bad.sum())} of {self.n_datasets_} datasets did not converge cleanly: {counts}. "
+                "See status_ (gmmjax.Status): MAX_ITER -> increase max_iter or tol; DEGENERATE or "
+                "NUMERICAL_FAILURE -> fewer components, a larger reg_covar, or scaled data; "
+                "TOO_FEW_POINTS / NONFINITE_INPUT -> those datasets were not fitted.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+    # -- evaluation
+    def _evaluate(self, Xs, mask, lengths):
+        """(log_resp (B, N, K), log density (B, N), usable (B, N), list_lengths)."""
+        check_is_fitted(self)
+        X, valid, lens = _as_batch(Xs, mask, lengths, n_features=self.n_features_in_)
+        B, N, D = X.shape
+        if B != self.n_datasets_:
+            raise ValueError(f"got {B} datasets, but BatchGaussianMixture was fitted on {self.n_datasets_}.")
+        dtype = self.means_.dtype
+        Xp = np.zeros((B, _bucket(N), D), dtype)
+        Xp[:, :N] = np.where(valid[..., None], X, 0.0)
+        with _precision(dtype):
+            params = GMMParams(*(jnp.asarray(a) for a in self._fitted_params()))
+            norm = np.asarray(_log_prob(params, Xp, covariance_type=self.covariance_type))[:, :N]
+            resp = np.asarray(_predict_proba(params, Xp, covariance_type=self.covariance_type))[:, :N]
+        fitted = ~np.isin(self.status_, (Status.TOO_FEW_POINTS, Status.NONFINITE_INPUT))
+        usable = valid & fitted[:, None]
+        return resp, norm, usable, lens
+
+    @staticmethod
+    def _out(values, usable, fill, lens):
+        values = np.where(usable.reshape(usable.shape + (1,) * (values.ndim - 2)), values, fill)
+        if lens is None:
+            return values
+        return [values[i, :n] for i, n in enumerate(lens)]
+
+    def score_samples(self, Xs, *, mask=None, lengths=None):
+        """Per-sample log density: a list of (N_i,) arrays, or (B, N) (NaN where masked)."""
+        _, norm, usable, lens = self._evaluate(Xs, mask, lengths)
+        return self._out(norm, usable, np.nan, lens)
+
+    def predict_proba(self, Xs, *, mask=None, lengths=None):
+        """Responsibilities: a list of (N_i, K) arrays, or (B, N, K) (NaN where masked)."""
+        resp, _, usable, lens = self._evaluate(Xs, mask, lengths)
+        return self._out(resp, usable, np.nan, lens)
+
+    def predict(self, Xs, *, mask=None, lengths=None):
+        """Labels: a list of (N_i,) int arrays, or (B, N) (-1 where masked)."""
+        resp, _, usable, lens = self._evaluate(Xs, mask, lengths)
+        return self._out(np.argmax(resp, axis=-1), usable, -1, lens)
+
+    def score(self, Xs, y=None, *, mask=None, lengths=None):
+        """(B,) mean log-likelihood of each dataset (NaN for a dataset with no model)."""
+        _, norm, usable, _ = self._evaluate(Xs, mask, lengths)
+        n = usable.sum(axis=1)
+        with np.errstate(invalid="ignore"):
+            return np.where(n > 0, np.where(usable, norm, 0.0).sum(axis=1) / np.maximum(n, 1), np.nan)
+
+    def _criterion(self, Xs, mask, lengths, penalty):
+        _, norm, usable, _ = self._evaluate(Xs, mask, lengths)
+        n = usable.sum(axis=1)
+        total = np.where(usable, norm, 0.0).sum(axis=1)
+        with np.errstate(divide="ignore"):
+            return np.where(n > 0, -2.0 * total + penalty(self._n_parameters(), n), np.nan)
+
+    def bic(self, Xs, *, mask=None, lengths=None):
+        """(B,) Bayesian information criterion of each dataset (lower is better)."""
+        return self._criterion(Xs, mask, lengths, lambda p, n: p * np.log(n))
+
+    def aic(self, Xs, *, mask=None, lengths=None):
+        """(B,) Akaike information criterion of each dataset (lower is better)."""
+        return self._criterion(Xs, mask, lengths, lambda p, n: 2.0 * p + 0.0 * n)
+
+    def sample(self, n_samples=1):
+        """(X (B, n_samples, D), y (B, n_samples)): draws from every dataset's model,
+        grouped by component within each dataset."""
+        check_is_fitted(self)
+        if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples} . The sampling requires at least one sample."
+            )
+        dtype = self.means_.dtype
+        with _precision(dtype):
+            key = jax.random.fold_in(_key(self.random_state), 1)
+            params = GMMParams(*(jnp.asarray(a) for a in self._fitted_params()))
+            X, y = jax.device_get(_sample(key, params, int(n_samples), covariance_type=self.covariance_type))
+        order = np.argsort(y, axis=1, kind="stable")
+        X = np.take_along_axis(np.asarray(X), order[..., None], axis=1)
+        return X.astype(np.float64), np.take_along_axis(np.asarray(y), order, axis=1).astype(np.int64)
+
+    # -- one dataset at a time
+    def get_estimator(self, i: int) -> GaussianMixture:
+        """Dataset i's model as a fitted `GaussianMixture` (same hyperparameters;
+        its random_state is dataset i's key)."""
+        check_is_fitted(self)
+        params = self.get_params(deep=False)
+        params["random_state"] = jax.random.split(_key(self.random_state), self.n_datasets_)[i]
+        for name in ("weights_init", "means_init", "precisions_init"):
+            a = params[name]
+            if a is not None and np.ndim(a) == len(self._init_shape(name)) + 1:
+                params[name] = np.asarray(a)[i]
+        est = GaussianMixture(**params)
+        for name in ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"):
+            setattr(est, name, getattr(self, name)[i].copy())
+        est.converged_ = bool(self.converged_[i])
+        est.n_iter_ = int(self.n_iter_[i])
+        est.lower_bounds_ = [float(v) for v in self.lower_bounds_[i]]
+        est.lower_bound_ = float(self.lower_bound_[i])
+        est.status_ = Status(int(self.status_[i]))
+        est.trace_ = Trace(log_likelihood=self.trace_.log_likelihood[i].copy())
+        est.n_features_in_ = self.n_features_in_
+        return est
+
+    def _init_shape(self, name):
+        D = self.means_.shape[-1]
+        return {"weights_init": (self.n_components,), "means_init": (self.n_components, D),
+                "precisions_init": self._cov_shape(D)}[name]
+
+    def to_sklearn(self):
+        """A list of B fitted ``sklearn.mixture.GaussianMixture``, one per dataset."""
+        return [self.get_estimator(i).to_sklearn() for i in range(self.n_datasets_)]
+
+    # -- saving (see _MixtureBase.save / load)
+    def _extra_to_file(self, arrays, attributes):
+        arrays["trace_.log_likelihood"] = np.asarray(self.trace_.log_likelihood)
+
+    def _extra_from_file(self, arrays, attributes):
+        ll = arrays["trace_.log_likelihood"]
+        self.trace_ = Trace(log_likelihood=ll)
+        self.n_datasets_ = int(self.status_.shape[0])
+        self.lower_bounds_ = [ll[i, : self.n_iter_[i]].copy() for i in range(self.n_datasets_)]
