@@ -1,5 +1,6 @@
 """Everything that depends on the covariance type, for ONE dataset and ONE restart.
 
+`log_gaussian` and `estimate` are the entry points (with a fast path for D = 1).
 Each covariance type ("full", "diag", "spherical", "tied") provides:
 
 - ``log_gaussian(X, means, covariances)``: (N, K) log N(x_n | mu_k, Sigma_k);
@@ -94,6 +95,64 @@ def _log_gaussian_spherical(X, means, var):
 
 def _estimate_spherical(X, wr, nk, means, reg_covar):
     return jnp.mean(_estimate_diag(X, wr, nk, means, reg_covar), axis=-1)
+
+
+# ---------------------------------------------------------------- one feature
+# With D = 1 every covariance type is one variance per component (tied: one shared),
+# and the whole E- and M-step is elementwise work on (N, K) arrays: no tiny matrix
+# products, Cholesky factorisations or (N, K, D) temporaries.
+def _log_gaussian_1d(x, means, var):
+    """x (N,), means (K,), var (K,) -> (N, K)."""
+    diff = x[:, None] - means[None, :]
+    log_norm = -0.5 * (math.log(2 * math.pi) + jnp.log(var))  # (K,)
+    return log_norm[None, :] - 0.5 * diff * diff * (1.0 / var)[None, :]
+
+
+def _estimate_var_1d(x, wr, nk, means):
+    """(K,) weighted variances about each component's mean, from centred data."""
+    diff = x[:, None] - means[None, :]
+    return jnp.sum(wr * diff * diff, axis=0) / nk
+
+
+#: Use the elementwise path for D = 1: True, False, or "auto" (everywhere but on a
+#: CPU, where XLA already turns the size-1 products into elementwise code and the
+#: generic path measured ~10% faster on W1-cpu). Read at trace time.
+ONE_D_PATH = "auto"
+
+
+def _one_d(X):
+    if X.shape[1] != 1:
+        return False
+    if ONE_D_PATH == "auto":
+        return jax.default_backend() != "cpu"
+    return bool(ONE_D_PATH)
+
+
+_TO_VAR_1D = {
+    "full": lambda c, K: c[:, 0, 0],
+    "tied": lambda c, K: jnp.broadcast_to(c[0, 0], (K,)),
+    "diag": lambda c, K: c[:, 0],
+    "spherical": lambda c, K: c,
+}
+
+
+def log_gaussian(covariance_type, X, means, cov):
+    """(N, K) log N(x_n | mu_k, Sigma_k) for X (N, D)."""
+    if _one_d(X):
+        var = _TO_VAR_1D[covariance_type](cov, means.shape[0])
+        return _log_gaussian_1d(X[:, 0], means[:, 0], var)
+    return COVARIANCE[covariance_type].log_gaussian(X, means, cov)
+
+
+def estimate(covariance_type, X, wr, nk, means, reg_covar):
+    """M-step covariances of ``covariance_type``'s shape, from centred data plus reg_covar."""
+    if _one_d(X):
+        var = _estimate_var_1d(X[:, 0], wr, nk, means[:, 0])
+        if covariance_type == "tied":
+            return (jnp.sum(var * nk) / jnp.sum(nk) + reg_covar).reshape(1, 1)
+        var = var + reg_covar
+        return {"full": var[:, None, None], "diag": var[:, None], "spherical": var}[covariance_type]
+    return COVARIANCE[covariance_type].estimate(X, wr, nk, means, reg_covar)
 
 
 class CovarianceType(NamedTuple):

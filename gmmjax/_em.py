@@ -13,12 +13,12 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from gmmjax._covariance import COVARIANCE
+from gmmjax._covariance import COVARIANCE, estimate, log_gaussian
 from gmmjax._types import GMMParams
 
 def weighted_log_prob(X, params: GMMParams, covariance_type: str):
     """(N, K) log pi_k + log N(x_n | mu_k, Sigma_k)."""
-    log_gauss = COVARIANCE[covariance_type].log_gaussian(X, params.means, params.covariances)
+    log_gauss = log_gaussian(covariance_type, X, params.means, params.covariances)
     return log_gauss + jnp.log(params.weights)[None, :]
 
 
@@ -48,7 +48,7 @@ def m_step(X, w, resp, covariance_type: str, reg_covar: float, active) -> GMMPar
     eps = jnp.finfo(X.dtype).eps
     nk = jnp.sum(wr, axis=0) + 10 * eps  # (K,)
     means = (wr.T @ X) / nk[:, None]
-    cov = COVARIANCE[covariance_type].estimate(X, wr, nk, means, reg_covar)
+    cov = estimate(covariance_type, X, wr, nk, means, reg_covar)
     mass = jnp.where(active, nk, 0.0)
     return GMMParams(weights=mass / jnp.sum(mass), means=means, covariances=cov)
 

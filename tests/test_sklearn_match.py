@@ -101,3 +101,27 @@ def test_float32_variances_from_centred_data(covariance_type):
     assert got.covariances.dtype == np.float32
     # Variances are ~1e-4 while x^2 ~ 1e6: the naive formula is off by ~1e-1.
     np.testing.assert_allclose(np.asarray(got.covariances), np.asarray(want.covariances), rtol=1e-3, atol=1e-9)
+
+
+@pytest.mark.parametrize("one_d_path", [True, False])
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_one_feature_paths_match_sklearn(monkeypatch, one_d_path, covariance_type):
+    """D = 1 has an elementwise path (used off-CPU); both paths are scikit-learn's EM."""
+    from gmmjax import _covariance
+
+    monkeypatch.setattr(_covariance, "ONE_D_PATH", one_d_path)
+    jax.clear_caches()
+    X = np.concatenate([np.random.default_rng(2).normal(m, s, 60) for m, s in ((0, 1), (3, 0.5), (6, 2))])[:, None]
+    config = gmmjax.EMConfig(3, covariance_type=covariance_type, init="random_from_data", tol=1e-7, max_iter=0)
+    p0 = gmmjax.fit(X, config, key=jax.random.key(0)).params
+    sk = GaussianMixture(
+        3, covariance_type=covariance_type, tol=1e-7, max_iter=500,
+        weights_init=np.asarray(p0.weights), means_init=np.asarray(p0.means),
+        precisions_init=_precisions(np.asarray(p0.covariances), covariance_type),
+    ).fit(X)
+    res = gmmjax.fit(X, dataclasses.replace(config, max_iter=500), init_params=p0)
+    jax.clear_caches()
+    assert int(res.n_iter) == sk.n_iter_ > 5
+    assert _rel(res.params.means, sk.means_) < 1e-8
+    assert _rel(res.params.covariances, sk.covariances_) < 1e-8
+    np.testing.assert_allclose(np.asarray(res.trace.log_likelihood)[: sk.n_iter_], sk.lower_bounds_, rtol=1e-10)
