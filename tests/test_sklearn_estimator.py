@@ -1,0 +1,287 @@
+"""gmmjax.GaussianMixture / BatchGaussianMixture against scikit-learn's contract and numbers.
+
+scikit-learn is the oracle (float64, x64 on in conftest). Compilation dominates the
+run time, so the tests share a few data shapes and configurations.
+"""
+
+import os
+import subprocess
+import sys
+import warnings
+
+import jax
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture as SkGaussianMixture
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import InvalidParameterError
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import gmmjax
+from conftest import blobs
+from gmmjax import BatchGaussianMixture, GaussianMixture, Status
+
+COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
+
+
+@pytest.fixture(scope="module")
+def X():
+    return blobs(np.random.default_rng(7), n=(150, 100, 120), D=3, spread=2.0)
+
+
+# ---------------------------------------------------------------- scikit-learn's estimator checks
+# The first instance is scikit-learn's own checking configuration for its
+# GaussianMixture (n_init=2, max_iter=5; one component, so EM converges). The second
+# stresses two components, diagonal covariances and k-means++ seeds with max_iter=5:
+# it warns ConvergenceWarning, which scikit-learn's own common tests also ignore.
+# SCIPY_ARRAY_API=1 lets check_array_api_input run instead of skipping itself.
+@parametrize_with_checks(
+    [
+        GaussianMixture(n_init=2, max_iter=5, random_state=0),
+        GaussianMixture(
+            n_components=2, covariance_type="diag", init_params="k-means++", n_init=2, max_iter=5, random_state=0
+        ),
+    ]
+)
+def test_sklearn_estimator_checks(estimator, check, monkeypatch):
+    monkeypatch.setenv("SCIPY_ARRAY_API", "1")
+    with warnings.catch_warnings():
+        if estimator.n_components > 1:
+            warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        check(estimator)
+
+
+# ---------------------------------------------------------------- the same numbers as scikit-learn
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_densities_and_criteria_equal_sklearn_for_same_params(X, covariance_type):
+    sk = SkGaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X)
+    gm = GaussianMixture.from_sklearn(sk)
+    Xt = X[::3] + 0.3
+    rtol = 1e-8
+    np.testing.assert_allclose(gm.score_samples(Xt), sk.score_samples(Xt), rtol=rtol)
+    np.testing.assert_allclose(gm.predict_proba(Xt), sk.predict_proba(Xt), rtol=rtol, atol=1e-300)
+    np.testing.assert_array_equal(gm.predict(Xt), sk.predict(Xt))
+    np.testing.assert_allclose(gm.score(Xt), sk.score(Xt), rtol=rtol)
+    np.testing.assert_allclose(gm.bic(Xt), sk.bic(Xt), rtol=rtol)
+    np.testing.assert_allclose(gm.aic(Xt), sk.aic(Xt), rtol=rtol)
+    params = gmmjax.GMMParams(sk.weights_, sk.means_, sk.covariances_)
+    np.testing.assert_allclose(gmmjax.bic(params, Xt, covariance_type=covariance_type), sk.bic(Xt), rtol=rtol)
+    np.testing.assert_allclose(gmmjax.aic(params, Xt, covariance_type=covariance_type), sk.aic(Xt), rtol=rtol)
+    # ... and back: to_sklearn() predicts exactly what gmmjax predicts.
+    back = gm.to_sklearn()
+    np.testing.assert_array_equal(back.predict(Xt), gm.predict(Xt))
+    np.testing.assert_allclose(back.score_samples(Xt), gm.score_samples(Xt), rtol=1e-12)
+    np.testing.assert_allclose(gm.precisions_cholesky_, sk.precisions_cholesky_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_em_from_the_same_initial_params_equals_sklearn(X, covariance_type):
+    """weights_init / means_init / precisions_init (precisions, as scikit-learn takes them)."""
+    start = SkGaussianMixture(3, covariance_type=covariance_type, max_iter=1, random_state=1)
+    with pytest.warns(ConvergenceWarning):
+        start.fit(X)
+    inits = dict(weights_init=start.weights_, means_init=start.means_, precisions_init=start.precisions_)
+    sk = SkGaussianMixture(3, covariance_type=covariance_type, tol=1e-6, **inits).fit(X)
+    gm = GaussianMixture(3, covariance_type=covariance_type, tol=1e-6, **inits).fit(X)
+    assert gm.n_iter_ == sk.n_iter_ and gm.converged_ and gm.status_ == Status.CONVERGED
+    np.testing.assert_allclose(gm.lower_bounds_, sk.lower_bounds_, rtol=1e-9)
+    assert gm.lower_bound_ == gm.lower_bounds_[-1]
+    np.testing.assert_allclose(gm.lower_bound_, sk.lower_bound_, rtol=1e-9)
+    np.testing.assert_array_equal(gm.lower_bounds_, gm.trace_.log_likelihood[: gm.n_iter_])
+    for name in ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"):
+        np.testing.assert_allclose(getattr(gm, name), getattr(sk, name), rtol=1e-7, atol=1e-10, err_msg=name)
+
+
+def test_hyperparameters_and_defaults_match_sklearn():
+    ours = GaussianMixture().get_params()
+    assert ours.pop("dtype") is None
+    assert ours == SkGaussianMixture().get_params()
+
+
+# ---------------------------------------------------------------- warnings and errors
+def test_convergence_warning_verbose_and_max_iter_zero(X, capsys):
+    with pytest.warns(ConvergenceWarning, match="Best performing initialization did not converge"):
+        gm = GaussianMixture(3, max_iter=2, n_init=2, random_state=0, verbose=2, verbose_interval=2).fit(X)
+    assert not gm.converged_ and gm.status_ == Status.MAX_ITER and gm.n_iter_ == 2
+    out = capsys.readouterr().out  # scikit-learn's messages, printed after the compiled fit
+    assert out.count("Initialization did not converge.") == 2
+    assert "Initialization 1" in out and "  Iteration 2\t ll change" in out
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # max_iter=0: no warning, as scikit-learn
+        gm = GaussianMixture(3, max_iter=0, random_state=0).fit(X)
+    assert gm.n_iter_ == 0 and gm.lower_bounds_ == [] and gm.lower_bound_ == -np.inf
+
+
+def test_too_few_samples_and_numerical_failure_errors():
+    with pytest.raises(ValueError, match="Expected n_samples >= n_components but got n_components = 5, n_samples = 3"):
+        GaussianMixture(5).fit(np.arange(6.0).reshape(3, 2))
+    # Two points repeated, no regularisation: the covariances are singular.
+    Xd = np.repeat([[0.0, 0.0], [1.0, 2.0]], 8, axis=0)
+    with pytest.raises(ValueError, match="increase reg_covar, or scale the input data"):
+        SkGaussianMixture(2, reg_covar=0.0, random_state=0).fit(Xd)
+    with pytest.raises(ValueError, match="increase reg_covar, or scale the input data.*NUMERICAL_FAILURE"):
+        GaussianMixture(2, reg_covar=0.0, random_state=0).fit(Xd)
+
+
+def test_parameters_validated_in_fit_not_init(X):
+    gm = GaussianMixture(n_components=0, dtype="float16")  # stored untouched
+    assert gm.n_components == 0 and gm.dtype == "float16"
+    with pytest.raises(InvalidParameterError, match="dtype"):
+        GaussianMixture(dtype="float16").fit(X)
+    with pytest.raises(ValueError, match="'weights' should be normalized"):
+        GaussianMixture(2, weights_init=[0.3, 0.3]).fit(X)
+    with pytest.raises(ValueError, match="'full precision' should have the shape of"):
+        GaussianMixture(2, precisions_init=np.ones((2, 3))).fit(X)
+    with pytest.raises(ValueError, match="symmetric, positive-definite"):
+        GaussianMixture(2, covariance_type="tied", precisions_init=-np.eye(3)).fit(X)
+
+
+# ---------------------------------------------------------------- precision policy
+def test_float64_data_is_computed_in_float64_even_with_x64_off(X):
+    """dtype=None: float64 data -> float64 fit (64-bit mode switched on for the call)."""
+    ref = GaussianMixture(3, random_state=0).fit(X)
+    with jax.enable_x64(False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no truncation warning from JAX either
+            gm = GaussianMixture(3, random_state=0).fit(X)
+            proba = gm.predict_proba(X)
+        assert not jax.config.jax_enable_x64  # the caller's setting is left alone
+        assert jax.numpy.zeros(1).dtype == np.float32
+    assert gm.means_.dtype == np.float64 and proba.dtype == np.float64
+    np.testing.assert_array_equal(gm.means_, ref.means_)
+    np.testing.assert_array_equal(proba, ref.predict_proba(X))
+
+
+def test_float32_data_and_dtype_parameter(X):
+    g32 = GaussianMixture(3, random_state=0).fit(X.astype(np.float32))
+    assert g32.means_.dtype == np.float32 and g32.score_samples(X).dtype == np.float32
+    f32 = GaussianMixture(3, random_state=0, dtype="float32").fit(X)
+    assert f32.covariances_.dtype == np.float32
+    np.testing.assert_array_equal(f32.means_, g32.means_)
+    f64 = GaussianMixture(3, random_state=0, dtype="float64").fit(X.astype(np.float32))
+    assert f64.means_.dtype == np.float64
+    assert f32.converged_ and f64.converged_  # float32 draws its own seeds: compare the fits' quality
+    np.testing.assert_allclose(f32.score(X), f64.score(X), rtol=1e-3)
+
+
+# ---------------------------------------------------------------- behaviour
+def test_random_state_int_and_jax_key_agree_and_clone(X):
+    a = GaussianMixture(3, random_state=3).fit(X)
+    b = GaussianMixture(3, random_state=jax.random.key(3)).fit(X)
+    np.testing.assert_array_equal(a.means_, b.means_)
+    c = clone(b)
+    assert c.get_params()["random_state"] is not b.random_state
+    np.testing.assert_array_equal(c.fit(X).means_, a.means_)
+
+
+def test_warm_start_continues_like_sklearn(X):
+    gm = GaussianMixture(3, random_state=0, max_iter=2, tol=0.0, warm_start=True)
+    with pytest.warns(ConvergenceWarning):
+        gm.fit(X)
+    sk = gm.to_sklearn()
+    with pytest.warns(ConvergenceWarning):
+        gm.fit(X)  # two more iterations from where it stopped
+    with pytest.warns(ConvergenceWarning):
+        sk.fit(X)
+    assert gm.n_iter_ == sk.n_iter_ == 2
+    np.testing.assert_allclose(gm.means_, sk.means_, rtol=1e-10)
+    np.testing.assert_allclose(gm.lower_bounds_, sk.lower_bounds_, rtol=1e-10)
+
+
+def test_fit_predict_sample_and_partial_init(X):
+    gm = GaussianMixture(3, random_state=0, means_init=[[0, 0, 0], [1, 1, 1], [2, 2, 2]], n_init=2)
+    labels = gm.fit_predict(X)
+    np.testing.assert_array_equal(labels, gm.predict(X))
+    Xs, ys = gm.sample(500)
+    assert Xs.shape == (500, 3) and ys.shape == (500,) and np.all(np.diff(ys) >= 0)
+    np.testing.assert_array_equal(gm.sample(500)[0], Xs)  # an int random_state: the same draw
+    with pytest.raises(ValueError, match="n_samples"):
+        gm.sample(0)
+
+
+def test_pipeline_in_grid_search_over_n_components():
+    rng = np.random.default_rng(3)
+    Xg = rng.permutation(blobs(rng, n=(90, 90, 90), D=2, spread=6.0)) * [1.0, 50.0]  # unscaled features
+    pipe = make_pipeline(StandardScaler(), GaussianMixture(random_state=0))
+    search = GridSearchCV(pipe, {"gaussianmixture__n_components": [1, 2, 3]}, cv=3).fit(Xg)
+    assert search.best_params_ == {"gaussianmixture__n_components": 3}
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_import_gmmjax_without_sklearn():
+    code = (
+        "import sys; sys.modules['sklearn'] = None\n"
+        "import numpy as np, jax, gmmjax\n"
+        "assert 'GaussianMixture' not in gmmjax.__all__\n"
+        "r = gmmjax.fit(np.arange(20.0), gmmjax.EMConfig(2), key=jax.random.key(0))\n"
+        "try:\n    gmmjax.GaussianMixture\nexcept ImportError as e:\n    print('ImportError:', e)\n"
+    )
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "ImportError:" in out.stdout and "pip install 'gmmjax[sklearn]'" in out.stdout
+
+
+# ---------------------------------------------------------------- many datasets
+def _datasets(rng):
+    good = [blobs(rng, n=(n, n // 2), D=2, spread=3.0) for n in (20, 30, 40)]  # one padded size
+    bad_nan = good[0].copy()
+    bad_nan[5, 1] = np.nan
+    return good, [good[0], bad_nan, good[1], good[2][:1], good[2]]
+
+
+def test_batch_bad_datasets_get_statuses_and_one_warning(rng):
+    good, Xs = _datasets(rng)
+    with pytest.warns(ConvergenceWarning) as record:
+        bgm = BatchGaussianMixture(2, random_state=0).fit(Xs)
+    assert len(record) == 1
+    assert "2 of 5 datasets" in str(record[0].message) and "NONFINITE_INPUT': 1" in str(record[0].message)
+    assert [Status(s) for s in bgm.status_] == [
+        Status.CONVERGED, Status.NONFINITE_INPUT, Status.CONVERGED, Status.TOO_FEW_POINTS, Status.CONVERGED
+    ]
+    assert bgm.means_.shape == (5, 2, 2) and bgm.converged_.shape == bgm.n_iter_.shape == (5,)
+    # The good datasets equal separate fits with dataset i's key.
+    keys = jax.random.split(jax.random.key(0), 5)
+    labels = bgm.predict(Xs)
+    for i in (0, 2, 4):
+        gm = GaussianMixture(2, random_state=keys[i]).fit(Xs[i])
+        assert gm.n_iter_ == bgm.n_iter_[i]
+        for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+            np.testing.assert_allclose(getattr(bgm, name)[i], getattr(gm, name), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(bgm.lower_bounds_[i], gm.lower_bounds_, rtol=1e-10)
+        np.testing.assert_array_equal(labels[i], gm.predict(Xs[i]))
+        one = bgm.get_estimator(i)
+        np.testing.assert_allclose(one.score_samples(Xs[i]), gm.score_samples(Xs[i]), rtol=1e-9)
+    # Unfitted datasets give no predictions.
+    assert np.all(labels[1] == -1) and np.all(np.isnan(bgm.score(Xs)[[1, 3]]))
+
+
+def test_batch_padded_array_with_lengths_or_mask_equals_list(rng):
+    good, _ = _datasets(rng)
+    lengths = [len(x) for x in good]
+    padded = np.full((3, max(lengths), 2), np.nan)
+    for i, x in enumerate(good):
+        padded[i, : len(x)] = x
+    mask = ~np.isnan(padded[..., 0])
+    a = BatchGaussianMixture(2, covariance_type="diag", random_state=1).fit(good)
+    b = BatchGaussianMixture(2, covariance_type="diag", random_state=1).fit(padded, lengths=lengths)
+    c = BatchGaussianMixture(2, covariance_type="diag", random_state=1).fit(padded, mask=mask)
+    np.testing.assert_array_equal(a.means_, b.means_)
+    np.testing.assert_array_equal(a.means_, c.means_)
+    lab = b.predict(padded, lengths=lengths)
+    assert lab.shape == mask.shape and np.all(lab[~mask] == -1)
+    for i, li in enumerate(a.predict(good)):
+        np.testing.assert_array_equal(lab[i, : lengths[i]], li)
+    proba = c.predict_proba(padded, mask=mask)
+    assert proba.shape == (3, max(lengths), 2) and np.isnan(proba[~mask]).all()
+    sk = a.to_sklearn()
+    np.testing.assert_allclose(a.bic(good), [s.bic(x) for s, x in zip(sk, good)], rtol=1e-10)
+    np.testing.assert_allclose(a.aic(good), [s.aic(x) for s, x in zip(sk, good)], rtol=1e-10)
+    Xs, ys = a.sample(10)
+    assert Xs.shape == (3, 10, 2) and ys.shape == (3, 10)
+    with pytest.raises(ValueError, match="expecting 2 features"):
+        a.predict([x[:, :1] for x in good])
