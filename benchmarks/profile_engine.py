@@ -68,15 +68,31 @@ def profile(w, repeats=5, dtype=np.float32):
     for name, cfg in variants.items():
         out["fit_s"][name] = _time(lambda X, cfg=cfg: gmmjax.fit_batch(X, cfg, key=key), X, repeats=repeats)
 
-    # --- lanes: iterations of every restart
+    # --- lanes: iterations of every restart, and how many the while_loop executes
     res = gmmjax.fit_batch(X, dataclasses.replace(base, keep_restarts=True), key=key)
     it = np.asarray(res.restarts.n_iter)  # (B, R)
+    chunk = B
+    try:  # engines with cache-sized chunks of datasets (gmmjax._fit.default_chunk_size)
+        from gmmjax import _fit
+
+        chunk = int(_fit.default_chunk_size(B, N, D, base, X.dtype.itemsize))
+    except (AttributeError, TypeError):
+        pass
+    n_chunks = -(-B // chunk)
+    per_chunk_max = [int(it[i : i + chunk].max()) for i in range(0, B, chunk)]
+    executed = sum(m * it[i : i + chunk].size for m, i in zip(per_chunk_max, range(0, B, chunk)))
     out["lanes"] = {
         "n_iter_mean": float(it.mean()), "n_iter_median": float(np.median(it)), "n_iter_max": int(it.max()),
-        "useful_fraction": float(it.sum() / (it.max() * it.size)),
+        "useful_fraction_one_vmap": float(it.sum() / (it.max() * it.size)),
+        "chunk_datasets": chunk, "n_chunks": n_chunks,
+        "useful_fraction_chunked": float(it.sum() / executed),
+        "executed_lane_iterations": int(executed), "useful_lane_iterations": int(it.sum()),
+        "loop_iterations_all_chunks": int(sum(per_chunk_max)),
     }
 
-    # --- pieces over all B x R lanes, as fit_batch runs them
+    # --- pieces over the lanes of ONE chunk (chunk datasets x R restarts), as the engine runs them
+    X = X[:chunk]
+    B = chunk
     keys = jax.random.split(key, B * R).reshape(B, R)
     wts = jnp.ones((B, N), X.dtype)
     a_init, a_m, a_deg = (_extra(f, K) for f in (_init.init_params, _em.m_step, _em.is_degenerate))
@@ -119,14 +135,106 @@ def profile(w, repeats=5, dtype=np.float32):
     p["  covariance estimate alone"] = _time(est_f, X, resp, nk, wr_means, repeats=repeats)
     p["EM step (E + M)"] = _time(em_f, X, wts, P0, repeats=repeats)
     p["collapse check (eigenvalues)"] = _time(degen_f, P0, repeats=repeats)
-    m = out["lanes"]["n_iter_max"]
-    est = p["init (k-means++ + M-step)"] + m * p["EM step (E + M)"] + p["E-step"] + p["collapse check (eigenvalues)"]
-    out["estimate_s"] = {"init + max_iter x EM step + final E-step + check": est,
-                         "EM loop part": m * p["EM step (E + M)"],
+    est_init = n_chunks * p["init (k-means++ + M-step)"]
+    est_loop = out["lanes"]["loop_iterations_all_chunks"] * p["EM step (E + M)"]
+    est_rest = n_chunks * (p["E-step"] + p["collapse check (eigenvalues)"])
+    out["estimate_s"] = {"init (all chunks)": est_init, "EM loop (executed iterations x EM step)": est_loop,
+                         "final E-step + collapse check": est_rest, "sum": est_init + est_loop + est_rest,
                          "measured fit": out["fit_s"]["benchmark config (trace=None)"]}
-    # bytes of the (lanes, N, K, D) temporaries the full-covariance path builds
-    out["temporaries_MB"] = {"(B, R, N, K, D) float32": B * R * N * K * D * 4 / 1e6,
-                             "(B, R, N, K) float32": B * R * N * K * 4 / 1e6}
+    out["alternatives_s"] = alternatives(X, wts, P0, resp, cov, repeats) if cov == "full" else {}
+    out["temporaries_MB_per_chunk"] = {"(lanes, N, K, D)": B * R * N * K * D * X.dtype.itemsize / 1e6,
+                                       "(lanes, N, K)": B * R * N * K * X.dtype.itemsize / 1e6}
+    return out
+
+
+def alternatives(X, wts, P0, resp, cov, repeats):
+    """Other formulations of the hot pieces, timed on the same lanes (full covariance).
+
+    lse: the E-step's logsumexp over K written out (max, exp, sum, log) instead of
+    jax.scipy.special.logsumexp. gemm: y = X @ [P_1 .. P_K] - mu_k P_k, one matrix
+    product per lane instead of (X - mu_k) per component. quad: x^T L x - 2 x^T L mu
+    + mu^T L mu from the (N, D*D) outer products of each point, computed once per
+    dataset: one (N, D*D) @ (D*D, K) product per lane and no (N, K, D) temporary
+    (uncentred: loses precision when |x| >> the component width, see rel_err).
+    mstep_quad: the M-step's covariances as r^T @ XX / nk - mu mu^T from the same
+    precomputed outer products (the same precision caveat).
+    """
+    B, N, D = X.shape
+    K = P0.means.shape[-2]
+    out = {}
+    P = jax.vmap(jax.vmap(jax.vmap(_covariance._precision_cholesky)))(P0.covariances)  # (B, R, K, D, D)
+    logw = jnp.log(P0.weights)
+
+    def logdens_current(x, p):
+        return _covariance.COVARIANCE[cov].log_gaussian(x, p.means, p.covariances)
+
+    def logdens_gemm(x, Pk, mu):  # Pk (K, D, D), mu (K, D)
+        y = (x @ jnp.transpose(Pk, (1, 0, 2)).reshape(D, K * D)).reshape(N, K, D) - jnp.einsum("kd,kde->ke", mu, Pk)
+        logdet = jnp.sum(jnp.log(jnp.diagonal(Pk, axis1=-2, axis2=-1)), -1)
+        return -0.5 * (D * np.log(2 * np.pi) + jnp.sum(y * y, -1)) + logdet
+
+    def logdens_quad(x, xx, Pk, mu):  # xx (N, D*D)
+        L = Pk @ jnp.swapaxes(Pk, -1, -2)  # precision (K, D, D)
+        Lmu = jnp.einsum("kde,ke->kd", L, mu)
+        maha = xx @ L.reshape(K, D * D).T - 2 * x @ Lmu.T + jnp.sum(mu * Lmu, -1)
+        logdet = jnp.sum(jnp.log(jnp.diagonal(Pk, axis1=-2, axis2=-1)), -1)
+        return -0.5 * (D * np.log(2 * np.pi) + maha) + logdet
+
+    def lse_k(a):  # logsumexp over the last (small, static) axis, written out
+        m = jnp.max(a, axis=-1, keepdims=True)
+        return jnp.log(jnp.sum(jnp.exp(a - m), axis=-1)) + m[..., 0]
+
+    def lanes(f, in_axes):
+        return jax.jit(jax.vmap(jax.vmap(f, in_axes=in_axes)))
+
+    with jax.default_matmul_precision("highest"):
+        xx = jnp.einsum("bnd,bne->bnde", X, X).reshape(B, N, D * D)
+        f_cur = lanes(logdens_current, (None, 0))
+        f_gemm = lanes(logdens_gemm, (None, 0, 0))
+        f_quad = lanes(logdens_quad, (None, None, 0, 0))
+        out["log-density: current"] = _time(f_cur, X, P0, repeats=repeats)
+        out["log-density: gemm"] = _time(f_gemm, X, P, P0.means, repeats=repeats)
+        out["log-density: quad (precomputed x x^T)"] = _time(f_quad, X, xx, P, P0.means, repeats=repeats)
+        ref = np.asarray(f_cur(X, P0), np.float64)
+        quad = np.asarray(f_quad(X, xx, P, P0.means), np.float64)
+        out["log-density: quad rel_err (max |diff| / max |ref|)"] = float(np.max(np.abs(quad - ref)) / np.max(np.abs(ref)))
+        wlp = f_cur(X, P0) + logw[:, :, None, :]
+        f_lse_cur = jax.jit(lambda a: jax.scipy.special.logsumexp(a, axis=-1))
+        f_lse_own = jax.jit(lse_k)
+        out["logsumexp over K: jax.scipy"] = _time(f_lse_cur, wlp, repeats=repeats)
+        out["logsumexp over K: written out"] = _time(f_lse_own, wlp, repeats=repeats)
+
+        def resp_current(a):  # as the engine: log-normaliser, log-resp, then exp for the M-step
+            lse = jax.scipy.special.logsumexp(a, axis=-1)
+            return lse, jnp.exp(a - lse[..., None])
+
+        def resp_one_exp(a):  # one exp per (n, k): resp = e / sum(e)
+            m = jnp.max(a, axis=-1, keepdims=True)
+            e = jnp.exp(a - m)
+            s = jnp.sum(e, axis=-1, keepdims=True)
+            return jnp.log(s[..., 0]) + m[..., 0], e / s
+
+        out["normaliser + resp: current (lse, then exp(a - lse))"] = _time(jax.jit(resp_current), wlp, repeats=repeats)
+        out["normaliser + resp: one exp (e / sum e)"] = _time(jax.jit(resp_one_exp), wlp, repeats=repeats)
+
+        def est_current(x, r):
+            nk = jnp.sum(r, 0) + 1e-6
+            mu = (r.T @ x) / nk[:, None]
+            return _covariance.COVARIANCE[cov].estimate(x, r, nk, mu, 1e-6)
+
+        def est_quad(x, xx, r):
+            nk = jnp.sum(r, 0) + 1e-6
+            mu = (r.T @ x) / nk[:, None]
+            S = (r.T @ xx).reshape(K, D, D) / nk[:, None, None]
+            return S - mu[:, :, None] * mu[:, None, :] + 1e-6 * jnp.eye(D)
+
+        g_cur = lanes(est_current, (None, 0))
+        g_quad = lanes(est_quad, (None, None, 0))
+        out["M-step stats: current (centred, einsum)"] = _time(g_cur, X, resp, repeats=repeats)
+        out["M-step stats: quad (precomputed x x^T)"] = _time(g_quad, X, xx, resp, repeats=repeats)
+        c_ref = np.asarray(g_cur(X, resp), np.float64)
+        c_q = np.asarray(g_quad(X, xx, resp), np.float64)
+        out["M-step stats: quad rel_err"] = float(np.max(np.abs(c_q - c_ref)) / np.max(np.abs(c_ref)))
     return out
 
 
@@ -139,12 +247,12 @@ def main(argv=None):
     loads = {w.name: w for w in workloads.SUITES["all"]} | {w.name: w for w in workloads.QUICK.values()}
     res = profile(loads[a.workload], a.repeats)
     print(f"{res['workload']}: B={res['B']} N={res['N']} D={res['D']} K={res['K']} n_init={res['n_init']}")
-    for section in ("fit_s", "pieces_s", "estimate_s"):
-        print(f"-- {section}")
+    for section in ("fit_s", "pieces_s", "estimate_s", "alternatives_s"):
+        print(f"-- {section}" + (" (one chunk of lanes)" if section in ("pieces_s", "alternatives_s") else ""))
         for k, v in res[section].items():
-            print(f"  {k:48s} {v * 1e3:10.2f} ms")
+            print(f"  {k:56s} " + (f"{v:10.2e}" if "err" in k else f"{v * 1e3:10.2f} ms"))
     print("-- lanes", res["lanes"])
-    print("-- temporaries", res["temporaries_MB"])
+    print("-- temporaries", res["temporaries_MB_per_chunk"])
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)

@@ -102,6 +102,24 @@ def _blas():
         return f"unknown ({type(e).__name__})"
 
 
+def _git():
+    """The commit of the checkout that holds gmmjax, and whether the engine has local changes."""
+    import subprocess
+
+    import gmmjax
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(gmmjax.__file__)))
+    try:
+        run = lambda *a: subprocess.run(["git", "-C", root, *a], capture_output=True, text=True, timeout=10)  # noqa: E731
+        head = run("rev-parse", "--short", "HEAD")
+        if head.returncode != 0:
+            return {"commit": None}
+        dirty = run("status", "--porcelain", "--", "gmmjax").stdout.strip()
+        return {"commit": head.stdout.strip(), "gmmjax_modified": bool(dirty)}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None}
+
+
 def environment(args, argv) -> dict:
     import jax
 
@@ -131,6 +149,7 @@ def environment(args, argv) -> dict:
         "blas": _blas(),
         "versions": _versions(),
         "torch_device": None,
+        "git": _git(),
     }
     if peers.available("gmm-gpu")[0] or peers.available("pomegranate")[0]:
         import torch

@@ -33,6 +33,7 @@ def test_quick_suite_writes_json_markdown_and_chart(tmp_path):
     assert meta["versions"]["jax"] and meta["versions"]["numpy"] and meta["versions"]["scikit-learn"]
     assert meta["jax_devices"] and meta["cpu_count"] >= 1
     assert {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"} <= set(meta["env"])
+    assert "commit" in meta["git"]
 
     names = [w["name"] for w in data["workloads"]]
     assert names == ["W1-quick", "W4-quick"]
