@@ -1,11 +1,16 @@
 """EM fits: the while_loop with its trace buffer, restarts and datasets via vmap.
 
-This is the one place where batch axes are added and where jit is applied:
+This is the one place where batch axes are added and where jit is applied.
+One lane is one restart of one dataset:
 
-    _fit_restart   one dataset, one restart: init, then EM in lax.while_loop
-    _fit_dataset   vmap over restarts, the best finite restart chosen on the device
-    fit            jit(_fit_dataset)                 X (N, D)
-    fit_batch      jit(vmap(_fit_dataset))           Xs (B, N, D)
+    _em_start / _em_step / _em_loop / _em_finish   one lane's EM (lax.while_loop)
+    _prepare, _select      one dataset: sanitise the data; keep the best restart
+    _fit_dataset           vmap over restarts                       X (N, D)
+    _fit_compacted         all lanes of a batch as one pool, running lanes
+                           compacted between rounds of iterations   Xs (B, N, D)
+    _fit_batch             chunks of datasets under lax.map, each chunk
+                           vmap(_fit_dataset) or _fit_compacted
+    fit / fit_batch        the public entry points, one jit each
 """
 
 from __future__ import annotations
@@ -24,12 +29,15 @@ from gmmjax._types import TRACE_FILL, EMConfig, FitResult, GMMParams, Status, Tr
 
 
 class _LoopState(NamedTuple):
+    """EM state of one restart (one lane); vmap adds lane axes to every leaf."""
+
     t: jax.Array  # () EM iterations done: `params` are params_t
     params: GMMParams  # params_t
     prev_params: GMMParams  # params_{t-1} (params_0 at t = 0)
     prev_ll: jax.Array  # () LL(params_{t-1}), -inf at t = 0
     converged: jax.Array  # () bool
     failed: jax.Array  # () bool: a non-finite value appeared
+    skip: jax.Array  # () bool: the dataset cannot be fitted, no iteration runs
     trace_ll: jax.Array  # (T,)
     trace_params: Optional[GMMParams]  # leaves (T, ...), or None
 
@@ -38,70 +46,88 @@ def _write(buf, t, value):
     return jax.lax.dynamic_update_index_in_dim(buf, value, t, axis=0)
 
 
-def _em(X, w, params0: GMMParams, config: EMConfig, skip, active):
-    """Runs EM from params0 for one dataset and one restart.
-
-    The stopping rule is scikit-learn's: iteration t (1-based) computes LL(params_{t-1})
-    in its E-step, takes the M-step to params_t, and stops when
-    |LL(params_{t-1}) - LL(params_{t-2})| < tol. Convergence is decided only between
-    finite values. A non-finite log-likelihood or parameter stops the loop and the last
-    finite parameters are kept (failed = True).
-
-    Returns (params, ll, n_iter, converged, failed, trace).
-    """
+def _em_start(params0: GMMParams, config: EMConfig, skip) -> _LoopState:
     T = config.max_iter + 1
-    dtype = X.dtype
+    dtype = params0.means.dtype
     trace_params = None
     if config.trace == "params":
         trace_params = jax.tree_util.tree_map(lambda a: jnp.zeros((T,) + a.shape, a.dtype), params0)
-    state = _LoopState(
+    return _LoopState(
         t=jnp.asarray(0, jnp.int32),
         params=params0,
         prev_params=params0,
         prev_ll=jnp.asarray(-jnp.inf, dtype),
         converged=jnp.asarray(False),
         failed=~is_finite(params0),
+        skip=jnp.asarray(skip),
         trace_ll=jnp.full((T,), TRACE_FILL, dtype),
         trace_params=trace_params,
     )
 
-    def cond(s: _LoopState):
-        return (s.t < config.max_iter) & ~s.converged & ~s.failed & ~skip
 
-    def body(s: _LoopState):
-        ll, log_resp = e_step(X, w, s.params, config.covariance_type)
-        new = m_step(X, w, jnp.exp(log_resp), config.covariance_type, config.reg_covar, active)
-        bad_ll = ~jnp.isfinite(ll)
-        bad_new = ~is_finite(new)
-        # Both sides finite here whenever it matters: inf - (-inf) is never < tol.
-        converged = jnp.abs(ll - s.prev_ll) < config.tol
-        # A non-finite LL of params_t (t > 0) means the M-step gave unusable params_t:
-        # go back to params_{t-1}. A non-finite M-step result: keep params_t.
-        back = bad_ll & (s.t > 0)
-        keep = jnp.where(back, s.t - 1, s.t)
-        kept = jax.tree_util.tree_map(lambda p, q: jnp.where(back, q, p), s.params, s.prev_params)
-        ok = ~bad_ll & ~bad_new
-        tp = s.trace_params
-        if tp is not None:
-            tp = jax.tree_util.tree_map(lambda b, a: _write(b, s.t, a), tp, s.params)
-        return _LoopState(
-            t=jnp.where(ok, s.t + 1, keep),
-            params=jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, kept),
-            prev_params=s.params,
-            prev_ll=ll,
-            converged=ok & converged,
-            failed=~ok,
-            trace_ll=_write(s.trace_ll, s.t, jnp.where(bad_ll, TRACE_FILL, ll).astype(dtype)),
-            trace_params=tp,
-        )
+def _em_running(s: _LoopState, config: EMConfig):
+    """() bool: the loop condition of one lane."""
+    return (s.t < config.max_iter) & ~s.converged & ~s.failed & ~s.skip
 
-    s = jax.lax.while_loop(cond, body, state)
+
+def _em_step(X, w, s: _LoopState, config: EMConfig, active) -> _LoopState:
+    """One EM iteration of one lane: E-step on params_t, M-step to params_{t+1}.
+
+    The stopping rule is scikit-learn's: iteration t (1-based) computes LL(params_{t-1})
+    in its E-step, takes the M-step to params_t, and stops when
+    |LL(params_{t-1}) - LL(params_{t-2})| < tol. Convergence is decided only between
+    finite values. A non-finite log-likelihood or parameter stops the loop and the last
+    finite parameters are kept (failed = True).
+    """
+    ll, log_resp = e_step(X, w, s.params, config.covariance_type)
+    new = m_step(X, w, jnp.exp(log_resp), config.covariance_type, config.reg_covar, active)
+    bad_ll = ~jnp.isfinite(ll)
+    bad_new = ~is_finite(new)
+    # Both sides finite here whenever it matters: inf - (-inf) is never < tol.
+    converged = jnp.abs(ll - s.prev_ll) < config.tol
+    # A non-finite LL of params_t (t > 0) means the M-step gave unusable params_t:
+    # go back to params_{t-1}. A non-finite M-step result: keep params_t.
+    back = bad_ll & (s.t > 0)
+    keep = jnp.where(back, s.t - 1, s.t)
+    kept = jax.tree_util.tree_map(lambda p, q: jnp.where(back, q, p), s.params, s.prev_params)
+    ok = ~bad_ll & ~bad_new
+    tp = s.trace_params
+    if tp is not None:
+        tp = jax.tree_util.tree_map(lambda b, a: _write(b, s.t, a), tp, s.params)
+    return s._replace(
+        t=jnp.where(ok, s.t + 1, keep),
+        params=jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, kept),
+        prev_params=s.params,
+        prev_ll=ll,
+        converged=ok & converged,
+        failed=~ok,
+        trace_ll=_write(s.trace_ll, s.t, jnp.where(bad_ll, TRACE_FILL, ll).astype(X.dtype)),
+        trace_params=tp,
+    )
+
+
+def _em_loop(X, w, s: _LoopState, config: EMConfig, active, stop=None) -> _LoopState:
+    """Iterates one lane while it runs (and, if given, while t < stop)."""
+
+    def cond(s):
+        run = _em_running(s, config)
+        return run if stop is None else run & (s.t < stop)
+
+    return jax.lax.while_loop(cond, lambda s: _em_step(X, w, s, config, active), s)
+
+
+def _em_finish(X, w, s: _LoopState, config: EMConfig, active):
+    """One lane's FitResult (without restarts) from its final loop state, and `failed`.
+
+    The final E-step gives the log-likelihood of the returned parameters (trace entry
+    n_iter); the trace past n_iter is filled; the status is decided here.
+    """
+    T = config.max_iter + 1
     ll, _ = e_step(X, w, s.params, config.covariance_type)
     failed = s.failed | ~jnp.isfinite(ll)
     ll = jnp.where(jnp.isfinite(ll), ll, -jnp.inf)
     idx = jnp.arange(T)
-    trace_ll = jnp.where(idx < s.t, s.trace_ll, TRACE_FILL)
-    trace_ll = _write(trace_ll, s.t, ll)
+    trace_ll = _write(jnp.where(idx < s.t, s.trace_ll, TRACE_FILL), s.t, ll)
     tp = s.trace_params
     if tp is not None:
         # Entries from n_iter on repeat the final parameters.
@@ -110,22 +136,59 @@ def _em(X, w, params0: GMMParams, config: EMConfig, skip, active):
             tp,
             s.params,
         )
-    return s.params, ll, s.t, s.converged, failed, Trace(trace_ll, tp)
-
-
-def _fit_restart(X, w, key, init, config: EMConfig, skip, active):
-    """One dataset, one restart. Returns (FitResult without trace selection, failed)."""
-    params0 = _init_params(key, X, w, config, active) if init is None else init
-    params, ll, n_iter, converged, failed, trace = _em(X, w, params0, config, skip, active)
-    degenerate = is_degenerate(params, config.covariance_type, config.reg_covar, active)
+    degenerate = is_degenerate(s.params, config.covariance_type, config.reg_covar, active)
     status = jnp.where(
         failed,
         Status.NUMERICAL_FAILURE,
-        jnp.where(degenerate, Status.DEGENERATE, jnp.where(converged, Status.CONVERGED, Status.MAX_ITER)),
+        jnp.where(degenerate, Status.DEGENERATE, jnp.where(s.converged, Status.CONVERGED, Status.MAX_ITER)),
     ).astype(jnp.int32)
-    if config.trace is None:
-        trace = None
-    return FitResult(params, ll, n_iter, converged, status, trace), failed
+    trace = None if config.trace is None else Trace(trace_ll, tp)
+    return FitResult(s.params, ll, s.t, s.converged, status, trace), failed
+
+
+def _em(X, w, params0: GMMParams, config: EMConfig, skip, active):
+    """EM from params0 for one dataset and one restart: (FitResult, failed)."""
+    s = _em_loop(X, w, _em_start(params0, config, skip), config, active)
+    return _em_finish(X, w, s, config, active)
+
+
+class _Prepared(NamedTuple):
+    """One dataset, sanitised: invalid rows are zeros with weight 0."""
+
+    X: jax.Array  # (N, D)
+    w: jax.Array  # (N,)
+    skip: jax.Array  # () bool: not fitted
+    bad_status: jax.Array  # () int32: the status when skip
+    active: jax.Array  # (K,) bool: component slots in use
+    n_active: jax.Array  # ()
+
+
+def _prepare(X, w, config: EMConfig, n_active) -> _Prepared:
+    """X (N, D) may hold anything where w == 0 (padding: NaN, 1e30, ...); it is replaced
+    by zeros with `where`, so padding never reaches the arithmetic."""
+    K = config.n_components
+    n_active = jnp.asarray(K if n_active is None else n_active)
+    valid = w > 0
+    row_finite = jnp.all(jnp.isfinite(X), axis=1)
+    nonfinite = jnp.any(valid & ~row_finite)
+    too_few = jnp.sum(valid) < n_active
+    keep = valid & row_finite
+    return _Prepared(
+        X=jnp.where(keep[:, None], X, 0.0),
+        w=jnp.where(keep, w, 0.0),
+        skip=nonfinite | too_few,
+        bad_status=jnp.where(nonfinite, Status.NONFINITE_INPUT, Status.TOO_FEW_POINTS).astype(jnp.int32),
+        active=jnp.arange(K) < n_active,
+        n_active=n_active,
+    )
+
+
+def _start_params(prep: _Prepared, key, init, config: EMConfig) -> GMMParams:
+    return _init_params(key, prep.X, prep.w, config, prep.active) if init is None else init
+
+
+def _restart_keys(key, init, config: EMConfig):
+    return jax.random.split(key, 1 if init is not None else config.n_init)
 
 
 def _fallback_params(K, D, config: EMConfig, dtype) -> GMMParams:
@@ -137,35 +200,8 @@ def _fallback_params(K, D, config: EMConfig, dtype) -> GMMParams:
     )
 
 
-def _fit_dataset(X, w, key, init, config: EMConfig, n_active=None) -> FitResult:
-    """One dataset: sanitise, run the restarts in parallel (vmap), keep the best.
-
-    X (N, D) may hold anything where w == 0 (padding: NaN, 1e30, ...); it is replaced
-    by zeros with `where`, so padding never reaches the arithmetic.
-    ``n_active`` (a traced int, default config.n_components) fits only the first
-    n_active component slots; the others get weight 0 (model selection over K).
-    """
-    with jax.default_matmul_precision("highest"):
-        return _fit_dataset_impl(X, w, key, init, config, n_active)
-
-
-def _fit_dataset_impl(X, w, key, init, config: EMConfig, n_active) -> FitResult:
-    K, (N, D) = config.n_components, X.shape
-    n_active = K if n_active is None else n_active
-    active = jnp.arange(K) < n_active
-    valid = w > 0
-    row_finite = jnp.all(jnp.isfinite(X), axis=1)
-    nonfinite = jnp.any(valid & ~row_finite)
-    too_few = jnp.sum(valid) < n_active
-    X = jnp.where((valid & row_finite)[:, None], X, 0.0)
-    w = jnp.where(valid & row_finite, w, 0.0)
-    skip = nonfinite | too_few
-
-    n_init = 1 if init is not None else config.n_init
-    keys = jax.random.split(key, n_init)
-    results, failed = jax.vmap(_fit_restart, in_axes=(None, None, 0, None, None, None, None))(
-        X, w, keys, init, config, skip, active
-    )
+def _select(results: FitResult, failed, prep: _Prepared, config: EMConfig) -> FitResult:
+    """The best restart of one dataset (leaves of ``results`` have a leading restart axis)."""
     # Best restart: the highest log-likelihood among the healthy ones (CONVERGED or
     # MAX_ITER); a collapsed (DEGENERATE) restart only when no healthy one exists, since
     # a component on a single point inflates the likelihood; failed ones last.
@@ -175,15 +211,16 @@ def _fit_dataset_impl(X, w, key, init, config: EMConfig, n_active) -> FitResult:
     res = jax.tree_util.tree_map(lambda a: a[best], results)
 
     # Datasets that cannot be fitted: finite placeholders and their own status.
-    bad_status = jnp.where(nonfinite, Status.NONFINITE_INPUT, Status.TOO_FEW_POINTS).astype(jnp.int32)
-    fallback = _fallback_params(K, D, config, X.dtype)
-    fallback = fallback._replace(weights=jnp.where(active, 1.0, 0.0).astype(X.dtype) / n_active)
+    K, D = config.n_components, prep.X.shape[1]
+    dtype = prep.X.dtype
+    fallback = _fallback_params(K, D, config, dtype)
+    fallback = fallback._replace(weights=jnp.where(prep.active, 1.0, 0.0).astype(dtype) / prep.n_active)
 
     def unfitted(r: FitResult) -> FitResult:
         """r with the placeholders of an unfittable dataset where skip is True."""
 
         def pick(good, bad):
-            return jnp.where(skip, jnp.broadcast_to(bad, good.shape), good)
+            return jnp.where(prep.skip, jnp.broadcast_to(bad, good.shape), good)
 
         trace = r.trace
         if trace is not None:
@@ -196,7 +233,7 @@ def _fit_dataset_impl(X, w, key, init, config: EMConfig, n_active) -> FitResult:
             log_likelihood=pick(r.log_likelihood, -jnp.inf),
             n_iter=pick(r.n_iter, 0),
             converged=pick(r.converged, False),
-            status=pick(r.status, bad_status),
+            status=pick(r.status, prep.bad_status),
             trace=trace,
         )
 
@@ -205,6 +242,69 @@ def _fit_dataset_impl(X, w, key, init, config: EMConfig, n_active) -> FitResult:
         # Each restart's leaves carry a leading (n_init,) axis; placeholders broadcast.
         restarts = jax.vmap(unfitted)(results)
     return unfitted(res)._replace(restarts=restarts)
+
+
+def _fit_dataset(X, w, key, init, config: EMConfig, n_active=None) -> FitResult:
+    """One dataset: sanitise, run the restarts in parallel (vmap), keep the best.
+
+    ``n_active`` (a traced int, default config.n_components) fits only the first
+    n_active component slots; the others get weight 0 (model selection over K).
+    """
+    with jax.default_matmul_precision("highest"):
+        prep = _prepare(X, w, config, n_active)
+
+        def restart(k):
+            params0 = _start_params(prep, k, init, config)
+            return _em(prep.X, prep.w, params0, config, prep.skip, prep.active)
+
+        results, failed = jax.vmap(restart)(_restart_keys(key, init, config))
+        return _select(results, failed, prep, config)
+
+
+def _fit_compacted(X, w, key, init, config: EMConfig, capacity: int, round_iter: int) -> FitResult:
+    """All datasets' restarts as one pool of lanes, compacted between rounds.
+
+    Under a plain vmap every lane of the while_loop runs until the slowest lane has
+    finished (over 100,000 restarts, some always run to max_iter while the median
+    stops after a handful). Here each round gathers up to ``capacity`` running lanes
+    (with their datasets), runs at most ``round_iter`` iterations on them and scatters
+    them back, until no lane runs. The per-lane math is the same functions as `fit`.
+    """
+    with jax.default_matmul_precision("highest"):
+        B = X.shape[0]
+        prep = jax.vmap(lambda x, ww: _prepare(x, ww, config, None))(X, w)
+        keys = jax.vmap(lambda k: _restart_keys(k, init, config))(key)  # (B, R)
+        R = keys.shape[1]
+
+        def starts(p, ks, i):
+            def one(k):
+                return _em_start(_start_params(p, k, i, config), config, p.skip)
+
+            return jax.vmap(one)(ks)
+
+        state = jax.vmap(starts)(prep, keys, init)  # leaves (B, R, ...)
+        lanes = jax.tree_util.tree_map(lambda a: a.reshape((B * R,) + a.shape[2:]), state)
+        dataset = jnp.repeat(jnp.arange(B), R)
+        running = jax.vmap(lambda s: _em_running(s, config))
+
+        def round_body(lanes):
+            # Running lanes first (a stable sort keeps their order), then the others.
+            idx = jnp.argsort(~running(lanes), stable=True)[:capacity]
+            sub = jax.tree_util.tree_map(lambda a: a[idx], lanes)
+            d = dataset[idx]
+            sub = jax.vmap(lambda x, ww, a, s: _em_loop(x, ww, s, config, a, stop=s.t + round_iter))(
+                prep.X[d], prep.w[d], prep.active[d], sub
+            )
+            return jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b), lanes, sub)
+
+        lanes = jax.lax.while_loop(lambda l: jnp.any(running(l)), round_body, lanes)
+        state = jax.tree_util.tree_map(lambda a: a.reshape((B, R) + a.shape[1:]), lanes)
+
+        def finish(p, s):
+            return jax.vmap(lambda s1: _em_finish(p.X, p.w, s1, config, p.active))(s)
+
+        results, failed = jax.vmap(finish)(prep, state)
+        return jax.vmap(lambda r, f, p: _select(r, f, p, config))(results, failed, prep)
 
 
 #: Working set of one chunk of datasets, in bytes, by JAX backend: on a CPU a chunk
@@ -225,14 +325,29 @@ def default_chunk_size(B: int, N: int, D: int, config: EMConfig, itemsize: int, 
     return int(max(1, min(B, budget // max(lane_bytes, 1))))
 
 
-def _fit_batch(X, w, key, init, config: EMConfig, chunk: int | None = None) -> FitResult:
+#: Lane compaction (see `_fit_compacted`) pays where one vmap spans many lanes: off
+#: CPU, from this many lanes (restarts x datasets) in a chunk.
+COMPACT_MIN_LANES = 4096
+
+
+def default_compaction(lanes: int, config: EMConfig, backend: str | None = None):
+    """(capacity, round_iter) for `_fit_compacted`, or None for a plain vmap."""
+    if (backend or jax.default_backend()) == "cpu" or lanes < COMPACT_MIN_LANES or config.max_iter <= 8:
+        return None
+    return (max(COMPACT_MIN_LANES, -(-lanes // 4)), 8)
+
+
+def _fit_batch(X, w, key, init, config: EMConfig, chunk: int | None = None, compact=None) -> FitResult:
     """Datasets via vmap: X (B, N, D), w (B, N), key (B,), init leaves (B, ...) or None.
 
-    With ``chunk`` < B the datasets run ``chunk`` at a time under vmap, the chunks one
-    after another under lax.map, in one compiled call. The batch is padded to a
-    multiple of ``chunk`` with empty datasets (weight 0: not fitted, cheap).
+    With ``chunk`` < B the datasets run ``chunk`` at a time, the chunks one after
+    another under lax.map, in one compiled call. The batch is padded to a multiple of
+    ``chunk`` with empty datasets (weight 0: not fitted, cheap). With ``compact`` =
+    (capacity, round_iter) each chunk runs as `_fit_compacted`.
     """
     def fit_many(x, ww, k, i):
+        if compact is not None:
+            return _fit_compacted(x, ww, k, i, config, *compact)
         return jax.vmap(lambda *a: _fit_dataset(*a, config))(x, ww, k, i)
 
     B = X.shape[0]
@@ -257,7 +372,7 @@ def _fit_batch(X, w, key, init, config: EMConfig, chunk: int | None = None) -> F
 
 
 _fit_jit = jax.jit(_fit_dataset, static_argnames=("config",))
-_fit_batch_jit = jax.jit(_fit_batch, static_argnames=("config", "chunk"))
+_fit_batch_jit = jax.jit(_fit_batch, static_argnames=("config", "chunk", "compact"))
 
 
 def fit(X, config: EMConfig, *, key=None, weights=None, init_params: GMMParams | None = None) -> FitResult:
@@ -327,7 +442,10 @@ def fit_batch(
         chunk_size = default_chunk_size(B, X.shape[1], X.shape[2], config, X.dtype.itemsize)
     elif not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an integer >= 1 (datasets per chunk), got {chunk_size!r}.")
-    return _fit_batch_jit(X, w, key, init, config=config, chunk=min(chunk_size, B))
+    chunk = min(chunk_size, B)
+    lanes = chunk * (1 if init is not None else config.n_init)
+    compact = default_compaction(lanes, config)
+    return _fit_batch_jit(X, w, key, init, config=config, chunk=chunk, compact=compact)
 
 
 def status_counts(status) -> dict:

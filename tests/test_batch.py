@@ -115,3 +115,32 @@ def test_default_chunk_is_cache_sized_on_cpu():
     assert default_chunk_size(200, 1000, 1, gmmjax.EMConfig(3, n_init=10), 4, backend="cpu") == 8
     assert default_chunk_size(200, 1000, 1, gmmjax.EMConfig(3, n_init=10), 4, backend="gpu") == 200
     assert default_chunk_size(5, 10**7, 16, gmmjax.EMConfig(32), 4, backend="cpu") == 1
+
+
+@pytest.mark.parametrize("config", [CONFIG, gmmjax.EMConfig(2, covariance_type="diag", n_init=2, keep_restarts=True)])
+def test_compacted_lanes_equal_plain_vmap(rng, config):
+    """Lane compaction (used off-CPU for large batches) changes no result."""
+    from gmmjax._validate import batch
+
+    Xs = _datasets(rng) + [np.full((30, 2), np.nan), np.ones((1, 2))]
+    X, w = batch(Xs, None, None)
+    keys = jax.random.split(jax.random.key(8), len(Xs))
+    plain = _fit_batch_jit(X, w, keys, None, config=config)
+    # 3 lanes at a time, 2 iterations a round: many rounds, lanes moving around.
+    compact = _fit_batch_jit(X, w, keys, None, config=config, compact=(3, 2))
+    assert np.asarray(plain.status).tolist()[-2:] == [gmmjax.Status.NONFINITE_INPUT, gmmjax.Status.TOO_FEW_POINTS]
+    for i in range(len(Xs)):
+        _assert_same(_row(compact, i), _row(plain, i))
+        if config.keep_restarts:
+            for a, b in zip(jax.tree_util.tree_leaves(_row(compact.restarts, i)),
+                            jax.tree_util.tree_leaves(_row(plain.restarts, i))):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
+
+
+def test_compaction_only_off_cpu_and_for_many_lanes():
+    from gmmjax._fit import default_compaction
+
+    config = gmmjax.EMConfig(3, n_init=10)
+    assert default_compaction(100_000, config, backend="cpu") is None
+    assert default_compaction(100, config, backend="gpu") is None
+    assert default_compaction(100_000, config, backend="gpu") == (25_000, 8)

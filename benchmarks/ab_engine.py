@@ -1,0 +1,109 @@
+"""A/B timings of the engine's execution choices, all in one process and one run.
+
+    python -m benchmarks.ab_engine [--only W1,W2,W3] [--scale F] [--repeats R] [--out DIR]
+
+For W1-W3 (full size on a GPU; use --scale on a CPU) it times gmmjax.fit_batch under
+the engine's execution variants, which change speed but not results:
+
+- ``default``: what fit_batch picks on this backend (chunk size, lane compaction,
+  the one-feature elementwise path);
+- ``plain``: one vmap over the whole batch, no compaction;
+- ``compact C/R``: lane compaction with capacity C lanes and R iterations a round;
+- ``no-1d`` / ``1d``: W1 with the one-feature path forced off / on.
+
+Each variant: the first call (compile + run) and the median of ``--repeats`` warm
+runs; the mean log-likelihood and the iteration counts show that every variant did
+the same fits. Writes ab.json and ab.md into --out (default benchmarks/out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import time
+
+import jax
+import numpy as np
+
+import gmmjax
+from gmmjax import _covariance
+from gmmjax._fit import _fit_batch_jit, default_chunk_size, default_compaction
+from gmmjax._validate import batch as _as_batch
+from benchmarks.workloads import SUITES, make_data
+
+
+def _time(fn, repeats):
+    t = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    first = time.perf_counter() - t
+    warm = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        warm.append(time.perf_counter() - t)
+    return first, float(np.median(warm)), out
+
+
+def _variants(w, lanes, config, backend):
+    B = w.B
+    chunk = default_chunk_size(B, w.N, w.D, config, 4)
+    comp = default_compaction(min(chunk, B) * config.n_init, config)
+    out = [("default", dict(chunk=min(chunk, B), compact=comp), None)]
+    out.append(("plain", dict(chunk=B, compact=None), None))
+    for frac, r in ((2, 8), (8, 8)):
+        cap = max(1, -(-lanes // frac))
+        out.append((f"compact L/{frac}, {r} it", dict(chunk=B, compact=(cap, r)), None))
+    if w.D == 1:
+        out.append(("default, 1-D path off", dict(chunk=min(chunk, B), compact=comp), False))
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.ab_engine")
+    p.add_argument("--only", default="W1,W2,W3")
+    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default="benchmarks/out")
+    args = p.parse_args(argv)
+    backend = jax.default_backend()
+    rows = []
+    for w in SUITES["gpu"]:
+        if w.family not in args.only.split(",") or w.per_iteration:
+            continue
+        w = w.scaled(args.scale)
+        config = gmmjax.EMConfig(w.K, covariance_type=w.covariance_type, n_init=w.n_init, trace=None)
+        X, wts = _as_batch(make_data(w).astype(np.float32), None, None)
+        keys = jax.random.split(jax.random.key(0), w.B)
+        lanes = w.B * w.n_init
+        for name, kw, one_d in _variants(w, lanes, config, backend):
+            _covariance.ONE_D_PATH = "auto" if one_d is None else one_d
+            jax.clear_caches()
+            fn = lambda: _fit_batch_jit(X, wts, keys, None, config=config, **kw)  # noqa: E731
+            first, warm, res = _time(fn, args.repeats)
+            n_iter = np.asarray(res.n_iter)
+            row = dict(
+                workload=w.name, desc=w.describe(), variant=name, first_s=first, warm_s=warm,
+                mean_ll=float(np.mean(np.asarray(res.log_likelihood))), n_iter_median=float(np.median(n_iter)),
+                n_iter_max=int(n_iter.max()), statuses=gmmjax.status_counts(res.status),
+                kwargs={k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()},
+            )
+            rows.append(row)
+            print(f"{w.name:4s} {name:22s} first {first:8.3f} s  warm {warm * 1e3:9.1f} ms  "
+                  f"mean LL {row['mean_ll']:.6f}  n_iter med/max {row['n_iter_median']:.0f}/{row['n_iter_max']}", flush=True)
+    _covariance.ONE_D_PATH = "auto"
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = dict(backend=backend, devices=[str(d) for d in jax.devices()], jax=jax.__version__,
+                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), scale=args.scale, repeats=args.repeats)
+    (out / "ab.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    lines = [f"# Engine A/B on {meta['devices'][0]} ({meta['date']}, jax {meta['jax']})", "",
+             "| workload | variant | first call s | warm ms | mean LL | n_iter median/max |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['workload']} | {r['variant']} | {r['first_s']:.2f} | {r['warm_s'] * 1e3:.1f} | {r['mean_ll']:.6f} | "
+              f"{r['n_iter_median']:.0f}/{r['n_iter_max']} |" for r in rows]
+    (out / "ab.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
