@@ -51,13 +51,22 @@ if _have_sklearn():
     __all__ += list(_SKLEARN_NAMES)
 
 
+# The picture modules need matplotlib: `gmmjax.plot` and `gmmjax.animation` import it
+# on first attribute access, never at `import gmmjax`.
+_LAZY_MODULES = ("animation", "plot")
+
+
 def __getattr__(name):
     if name in _SKLEARN_NAMES:
         from gmmjax import sklearn as _sklearn  # raises ImportError saying what to install
 
         return getattr(_sklearn, name)
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f"gmmjax.{name}")
     raise AttributeError(f"module 'gmmjax' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_SKLEARN_NAMES))
+    return sorted(set(globals()) | set(_SKLEARN_NAMES) | set(_LAZY_MODULES))

@@ -7,6 +7,7 @@ Nothing here runs inside jit: problems found inside a compiled fit become a per-
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -48,10 +49,23 @@ def check_config(c) -> None:
 
 
 def _as_float_array(x):
-    """jnp array of a floating dtype (integers and float16 become the default float)."""
+    """jnp array of a floating dtype (integers and float16 become the default float).
+
+    float64 data with JAX's 64-bit mode off becomes float32: said once per call site
+    with a UserWarning, never silently.
+    """
     x = x if isinstance(x, jax.Array) else np.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating) or jnp.finfo(x.dtype).bits < 32:
         x = x.astype(jnp.result_type(float))
+    if x.dtype == np.float64 and not jax.config.jax_enable_x64:
+        warnings.warn(
+            "float64 data is computed in float32 because JAX's 64-bit mode is off. Call "
+            "jax.config.update('jax_enable_x64', True) for float64, or pass float32 data "
+            "to silence this warning.",
+            UserWarning,
+            stacklevel=4,
+        )
+        x = x.astype(np.float32)
     return jnp.asarray(x)
 
 

@@ -1,0 +1,34 @@
+"""float64 data never silently becomes float32; the picture modules load lazily."""
+
+import subprocess
+import sys
+
+CODE = """
+import warnings, numpy as np, jax, gmmjax
+X = np.random.default_rng(0).normal(size=(50, 2))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    res = gmmjax.fit(X, gmmjax.EMConfig(2, max_iter=3), key=jax.random.key(0))
+    res32 = gmmjax.fit(X.astype(np.float32), gmmjax.EMConfig(2, max_iter=3), key=jax.random.key(0))
+msgs = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+assert res.params.means.dtype == np.float32
+assert len(msgs) == 1 and "64-bit mode is off" in msgs[0], msgs
+print("ok")
+"""
+
+
+def test_float64_downcast_warns_when_x64_is_off():
+    out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_plot_and_animation_are_lazy_attributes():
+    code = (
+        "import sys, gmmjax; assert 'matplotlib' not in sys.modules; "
+        "import matplotlib; matplotlib.use('Agg'); "
+        "assert gmmjax.plot.fit and gmmjax.animation.animate; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
