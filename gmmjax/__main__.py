@@ -7,6 +7,7 @@ animation of each fit (GIF) and a picture of the final fits (PNG) into DIR.
 from __future__ import annotations
 
 import argparse
+import os
 import importlib.util
 import pathlib
 import sys
@@ -19,6 +20,20 @@ def demo_data() -> np.ndarray:
     return np.random.RandomState(13).rand(100)
 
 
+def _use_compilation_cache(jax) -> None:
+    """JAX's persistent compilation cache: a second run skips the compiles.
+
+    In $GMMJAX_CACHE_DIR, else $XDG_CACHE_HOME/gmmjax, else ~/.cache/gmmjax;
+    GMMJAX_CACHE_DIR="" turns it off.
+    """
+    path = os.environ.get("GMMJAX_CACHE_DIR")
+    if path is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        path = os.path.join(base, "gmmjax")
+    if path:
+        jax.config.update("jax_compilation_cache_dir", path)
+
+
 def run_demo(args) -> int:
     if args.out is not None and not all(importlib.util.find_spec(m) for m in ("matplotlib", "PIL")):
         # Say so before fitting, not after.
@@ -27,6 +42,7 @@ def run_demo(args) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)  # this process owns its JAX config
+    _use_compilation_cache(jax)
     import gmmjax
 
     X = demo_data()
