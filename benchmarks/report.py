@@ -30,7 +30,8 @@ def markdown(result: dict) -> str:
         f"- date: {m['date']}",
         f"- command: `{m['command']}`",
         f"- gmmjax: commit {m['git'].get('commit')}"
-        + (" with local changes to gmmjax/" if m["git"].get("gmmjax_modified") else ""),
+        + (" with local changes to gmmjax/" if m["git"].get("gmmjax_modified") else "")
+        + f" (imported from {m['git'].get('gmmjax_path')})",
         f"- machine: {m['cpu_model']}, {m['cpu_count']} CPUs (os.cpu_count), {m['platform']}",
         f"- JAX devices: {', '.join(m['jax_devices'])} (backend {m['jax_backend']}); torch device: {m.get('torch_device') or '-'}",
         f"- gmmjax dtype: {m['dtype']}; scikit-learn runs float64 with joblib n_jobs={m['n_jobs']}; gmm-gpu and pomegranate float32",

@@ -60,6 +60,8 @@ def _parser():
     p.add_argument("--sklearn-budget", type=float, default=None,
                    help="seconds scikit-learn may take on one batched workload: beyond, it runs a prefix "
                         "of the datasets and its time is extrapolated (default: 60 with --suite gpu, else none)")
+    p.add_argument("--allow-cpu", action="store_true",
+                   help="let --suite gpu|all run when JAX has no GPU (otherwise it stops at once)")
     p.add_argument("--deadline", type=float, default=None,
                    help="seconds after which the peers of the remaining workloads are skipped, gmmjax "
                         "still runs (default: 360 with --suite gpu, else none)")
@@ -113,11 +115,11 @@ def _git():
         run = lambda *a: subprocess.run(["git", "-C", root, *a], capture_output=True, text=True, timeout=10)  # noqa: E731
         head = run("rev-parse", "--short", "HEAD")
         if head.returncode != 0:
-            return {"commit": None}
+            return {"commit": None, "gmmjax_path": root}
         dirty = run("status", "--porcelain", "--", "gmmjax").stdout.strip()
-        return {"commit": head.stdout.strip(), "gmmjax_modified": bool(dirty)}
+        return {"commit": head.stdout.strip(), "gmmjax_modified": bool(dirty), "gmmjax_path": root}
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None}
+        return {"commit": None, "gmmjax_path": root}
 
 
 def environment(args, argv) -> dict:
@@ -270,10 +272,15 @@ def main(argv=None) -> dict:
     if "gmmjax" not in systems:
         systems.insert(0, "gmmjax")
     loads = suite(args.suite, quick=args.quick, only=args.only.split(",") if args.only else None, scale=args.scale)
-    if args.dtype == "float64":
-        import jax
+    import jax
 
+    if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
+    if args.suite != "cpu" and not args.quick and jax.default_backend() == "cpu" and not args.allow_cpu:
+        raise SystemExit(
+            f"--suite {args.suite} runs the full-size workloads, but JAX sees only {jax.devices()}: "
+            "install JAX with CUDA (or pass --allow-cpu to run them on the CPU anyway)."
+        )
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or os.path.join("benchmarks", "out", f"{args.suite}{'-quick' if args.quick else ''}-{stamp}")
 
