@@ -46,6 +46,19 @@ def _time(fn, repeats):
     return first, float(np.median(warm)), out
 
 
+def _parse_variants(spec, w, lanes):
+    """"plain;compact:8:8;..." -> variants (compact:F:R = capacity L/F, R iterations a round)."""
+    out = []
+    for item in spec.split(";"):
+        if item == "plain":
+            out.append(("plain", dict(chunk=w.B, compact=None), None))
+        else:
+            _, frac, r = item.split(":")
+            cap = max(1, -(-lanes // int(frac)))
+            out.append((f"compact L/{frac}, {r} it", dict(chunk=w.B, compact=(cap, int(r))), None))
+    return out
+
+
 def _variants(w, lanes, config, backend):
     B = w.B
     chunk = default_chunk_size(B, w.N, w.D, config, 4)
@@ -66,6 +79,7 @@ def main(argv=None):
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default="benchmarks/out")
+    p.add_argument("--variants", default=None, help='e.g. "plain;compact:8:8;compact:16:4" (default: a standard set)')
     args = p.parse_args(argv)
     backend = jax.default_backend()
     rows = []
@@ -77,7 +91,8 @@ def main(argv=None):
         X, wts = _as_batch(make_data(w).astype(np.float32), None, None)
         keys = jax.random.split(jax.random.key(0), w.B)
         lanes = w.B * w.n_init
-        for name, kw, one_d in _variants(w, lanes, config, backend):
+        variants = _variants(w, lanes, config, backend) if args.variants is None else _parse_variants(args.variants, w, lanes)
+        for name, kw, one_d in variants:
             _covariance.ONE_D_PATH = "auto" if one_d is None else one_d
             jax.clear_caches()
             fn = lambda: _fit_batch_jit(X, wts, keys, None, config=config, **kw)  # noqa: E731

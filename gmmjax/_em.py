@@ -3,8 +3,9 @@
 Shapes: X (N, D) with invalid rows already replaced by zeros, w (N,) non-negative
 sample weights (0 for masked or padded points), K = n_components.
 All probabilities stay in log space; the mixing weights enter the E-step.
-Matrix-product precision is set once, by the callers in `gmmjax._fit` ("highest":
-no TF32 shortcuts on GPUs).
+Matrix products run at "highest" precision (no TF32 shortcuts on GPUs: with TF32 a
+mean of values near 1000 is off by ~1 and every covariance is garbage), set here and
+again around whole fits in `gmmjax._fit`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ def weighted_log_prob(X, params: GMMParams, covariance_type: str):
 
 
 def e_step(X, w, params: GMMParams, covariance_type: str):
+    with jax.default_matmul_precision("highest"):
+        return _e_step(X, w, params, covariance_type)
+
+
+def _e_step(X, w, params: GMMParams, covariance_type: str):
     """Returns (mean per-sample log-likelihood, (N, K) log responsibilities).
 
     The mean is weighted by ``w`` (sum w_n log p(x_n) / sum w_n); points with w = 0
@@ -37,6 +43,11 @@ def e_step(X, w, params: GMMParams, covariance_type: str):
 
 
 def m_step(X, w, resp, covariance_type: str, reg_covar: float, active) -> GMMParams:
+    with jax.default_matmul_precision("highest"):
+        return _m_step(X, w, resp, covariance_type, reg_covar, active)
+
+
+def _m_step(X, w, resp, covariance_type: str, reg_covar: float, active) -> GMMParams:
     """Maximum-likelihood parameters given (N, K) responsibilities, as scikit-learn.
 
     nk gets 10 * eps added (scikit-learn's guard against empty components), means

@@ -326,7 +326,9 @@ def default_chunk_size(B: int, N: int, D: int, config: EMConfig, itemsize: int, 
 
 
 #: Lane compaction (see `_fit_compacted`) pays where one vmap spans many lanes: off
-#: CPU, from this many lanes (restarts x datasets) in a chunk.
+#: CPU, from this many lanes (restarts x datasets) in a chunk. Capacity L/8 and 8
+#: iterations a round measured best on an H200 (benchmarks/RESULTS.md): W1 150 ms
+#: plain, 75 ms with L/4, 48 ms with L/8; W3 231 ms plain, 104 ms with L/8.
 COMPACT_MIN_LANES = 4096
 
 
@@ -334,7 +336,7 @@ def default_compaction(lanes: int, config: EMConfig, backend: str | None = None)
     """(capacity, round_iter) for `_fit_compacted`, or None for a plain vmap."""
     if (backend or jax.default_backend()) == "cpu" or lanes < COMPACT_MIN_LANES or config.max_iter <= 8:
         return None
-    return (max(COMPACT_MIN_LANES, -(-lanes // 4)), 8)
+    return (max(COMPACT_MIN_LANES // 8, -(-lanes // 8)), 8)
 
 
 def _fit_batch(X, w, key, init, config: EMConfig, chunk: int | None = None, compact=None) -> FitResult:
