@@ -153,19 +153,25 @@ def _em(X, w, params0: GMMParams, config: EMConfig, skip, active):
 
 
 class _Prepared(NamedTuple):
-    """One dataset, sanitised: invalid rows are zeros with weight 0."""
+    """One dataset, sanitised and centred: invalid rows are zeros with weight 0."""
 
-    X: jax.Array  # (N, D)
+    X: jax.Array  # (N, D) valid rows minus `shift`
     w: jax.Array  # (N,)
     skip: jax.Array  # () bool: not fitted
     bad_status: jax.Array  # () int32: the status when skip
     active: jax.Array  # (K,) bool: component slots in use
     n_active: jax.Array  # ()
+    shift: jax.Array  # (D,) weighted mean of the valid rows, added back to the means
 
 
 def _prepare(X, w, config: EMConfig, n_active) -> _Prepared:
     """X (N, D) may hold anything where w == 0 (padding: NaN, 1e30, ...); it is replaced
-    by zeros with `where`, so padding never reaches the arithmetic."""
+    by zeros with `where`, so padding never reaches the arithmetic.
+
+    EM runs on data centred by their weighted mean (an exact shift: the likelihood and
+    covariances do not change). Sums of data far from the origin (values near 1000
+    with spread 0.01, say) then keep their digits in float32, on GPUs too.
+    """
     K = config.n_components
     n_active = jnp.asarray(K if n_active is None else n_active)
     valid = w > 0
@@ -173,18 +179,34 @@ def _prepare(X, w, config: EMConfig, n_active) -> _Prepared:
     nonfinite = jnp.any(valid & ~row_finite)
     too_few = jnp.sum(valid) < n_active
     keep = valid & row_finite
+    X = jnp.where(keep[:, None], X, 0.0)
+    wk = jnp.where(keep, w, 0.0)
+    total = jnp.sum(wk)
+    shift = jnp.where(total > 0, (wk @ X) / jnp.where(total > 0, total, 1.0), 0.0)
     return _Prepared(
-        X=jnp.where(keep[:, None], X, 0.0),
+        X=jnp.where(keep[:, None], X - shift, 0.0),
         w=jnp.where(keep, w, 0.0),
         skip=nonfinite | too_few,
         bad_status=jnp.where(nonfinite, Status.NONFINITE_INPUT, Status.TOO_FEW_POINTS).astype(jnp.int32),
         active=jnp.arange(K) < n_active,
         n_active=n_active,
+        shift=shift,
     )
 
 
 def _start_params(prep: _Prepared, key, init, config: EMConfig) -> GMMParams:
-    return _init_params(key, prep.X, prep.w, config, prep.active) if init is None else init
+    if init is None:
+        return _init_params(key, prep.X, prep.w, config, prep.active)
+    return init._replace(means=init.means - prep.shift)
+
+
+def _unshift(r: FitResult, shift) -> FitResult:
+    """Adds the centring shift back to every mean of a lane's result (and its trace)."""
+    r = r._replace(params=r.params._replace(means=r.params.means + shift))
+    if r.trace is not None and r.trace.params is not None:
+        tp = r.trace.params
+        r = r._replace(trace=r.trace._replace(params=tp._replace(means=tp.means + shift)))
+    return r
 
 
 def _restart_keys(key, init, config: EMConfig):
@@ -202,6 +224,7 @@ def _fallback_params(K, D, config: EMConfig, dtype) -> GMMParams:
 
 def _select(results: FitResult, failed, prep: _Prepared, config: EMConfig) -> FitResult:
     """The best restart of one dataset (leaves of ``results`` have a leading restart axis)."""
+    results = _unshift(results, prep.shift)
     # Best restart: the highest log-likelihood among the healthy ones (CONVERGED or
     # MAX_ITER); a collapsed (DEGENERATE) restart only when no healthy one exists, since
     # a component on a single point inflates the likelihood; failed ones last.
@@ -326,9 +349,9 @@ def default_chunk_size(B: int, N: int, D: int, config: EMConfig, itemsize: int, 
 
 
 #: Lane compaction (see `_fit_compacted`) pays where one vmap spans many lanes: off
-#: CPU, from this many lanes (restarts x datasets) in a chunk. Capacity L/8 and 8
-#: iterations a round measured best on an H200 (benchmarks/RESULTS.md): W1 150 ms
-#: plain, 75 ms with L/4, 48 ms with L/8; W3 231 ms plain, 104 ms with L/8.
+#: CPU, from this many lanes (restarts x datasets) in a chunk. Capacity L/16 and 4
+#: iterations a round measured best overall on an H200 (benchmarks/RESULTS.md):
+#: W1 150 ms plain -> 45 ms, W3 231 ms -> 73 ms, W2 25 ms (17 ms with L/8, 8).
 COMPACT_MIN_LANES = 4096
 
 
@@ -336,7 +359,7 @@ def default_compaction(lanes: int, config: EMConfig, backend: str | None = None)
     """(capacity, round_iter) for `_fit_compacted`, or None for a plain vmap."""
     if (backend or jax.default_backend()) == "cpu" or lanes < COMPACT_MIN_LANES or config.max_iter <= 8:
         return None
-    return (max(COMPACT_MIN_LANES // 8, -(-lanes // 8)), 8)
+    return (max(COMPACT_MIN_LANES // 16, -(-lanes // 16)), 4)
 
 
 def _fit_batch(X, w, key, init, config: EMConfig, chunk: int | None = None, compact=None) -> FitResult:

@@ -143,5 +143,5 @@ def test_compaction_only_off_cpu_and_for_many_lanes():
     config = gmmjax.EMConfig(3, n_init=10)
     assert default_compaction(100_000, config, backend="cpu") is None
     assert default_compaction(100, config, backend="gpu") is None
-    assert default_compaction(100_000, config, backend="gpu") == (12_500, 8)
-    assert default_compaction(5_000, config, backend="gpu") == (625, 8)
+    assert default_compaction(100_000, config, backend="gpu") == (6_250, 4)
+    assert default_compaction(5_000, config, backend="gpu") == (313, 4)
