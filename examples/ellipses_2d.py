@@ -43,7 +43,7 @@ def main(argv=None):
     out = args.out or pathlib.Path(tempfile.mkdtemp(prefix="gmmjax-ellipses-"))
     out.mkdir(parents=True, exist_ok=True)
 
-    X = three_clusters(np.random.default_rng(0))
+    X = three_clusters(np.random.default_rng(0)).astype(np.float32)  # JAX's default precision
     # Random responsibilities as the start (init="random") and a small tol: a long, visible walk.
     config = gmmjax.EMConfig(n_components=3, covariance_type="full", n_init=4, init="random", tol=1e-6,
                              max_iter=200, trace="params", keep_restarts=True)

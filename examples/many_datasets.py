@@ -37,7 +37,8 @@ def make_datasets(rng, n):
     Xs = []
     for m, g, s in zip(sizes, gap, share):
         first = rng.random(m) < s
-        Xs.append(np.where(first, rng.normal(0.0, 1.0, m), rng.normal(g, rng.uniform(0.5, 1.5), m)))
+        x = np.where(first, rng.normal(0.0, 1.0, m), rng.normal(g, rng.uniform(0.5, 1.5), m))
+        Xs.append(x.astype(np.float32))  # JAX's default precision
     Xs[-2][3] = np.nan  # -> Status.NONFINITE_INPUT
     Xs[-1] = Xs[-1][:1]  # one point, two components -> Status.TOO_FEW_POINTS
     return Xs

@@ -11,23 +11,21 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 
 from gmmjax._em import weighted_log_prob
-from gmmjax._types import COVARIANCE_TYPES, GMMParams
-from gmmjax._validate import _as_float_array
+from gmmjax._types import GMMParams
+from gmmjax._validate import _is_int, check_covariance_type
+from gmmjax._validate import params as _validate_params
 
 
-def _check_type(covariance_type):
-    if covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(
-            f"Unknown covariance_type {covariance_type!r}; use one of {', '.join(map(repr, COVARIANCE_TYPES))}."
-        )
-
-
-def _prepare(params, X):
-    params = GMMParams(*(jnp.asarray(a) for a in params))
-    X = _as_float_array(X)
+def _prepare(params, X, covariance_type):
+    params = _validate_params(params, covariance_type)
+    # The parameters' dtype decides the precision; the data follow it (no warning:
+    # float64 parameters need 64-bit mode, float32 ones compute in float32 by choice).
+    X = X if isinstance(X, jax.Array) else np.asarray(X)
+    X = jnp.asarray(X, params.means.dtype if jnp.issubdtype(params.means.dtype, jnp.floating) else None)
     batched = params.weights.ndim == 2
     want = 3 if batched else 2
     if X.ndim == want - 1:
@@ -39,7 +37,7 @@ def _prepare(params, X):
         )
     if X.shape[-1] != params.means.shape[-1]:
         raise ValueError(f"X has {X.shape[-1]} features but the means have {params.means.shape[-1]}.")
-    return params, X.astype(params.means.dtype), batched
+    return params, X, batched
 
 
 def _weighted(params, X, covariance_type):
@@ -62,22 +60,22 @@ def log_prob(params: GMMParams, X, *, covariance_type: str = "full"):
 
     Equals scikit-learn's ``score_samples``.
     """
-    _check_type(covariance_type)
-    params, X, batched = _prepare(params, X)
+    check_covariance_type(covariance_type)
+    params, X, batched = _prepare(params, X, covariance_type)
     return _log_resp_and_norm(params, X, covariance_type, batched)[1]
 
 
 def predict_proba(params: GMMParams, X, *, covariance_type: str = "full"):
     """Responsibilities p(k | x_n): (N, K), or (B, N, K) for batched params."""
-    _check_type(covariance_type)
-    params, X, batched = _prepare(params, X)
+    check_covariance_type(covariance_type)
+    params, X, batched = _prepare(params, X, covariance_type)
     return jnp.exp(_log_resp_and_norm(params, X, covariance_type, batched)[0])
 
 
 def predict(params: GMMParams, X, *, covariance_type: str = "full"):
     """Most probable component of each sample: (N,), or (B, N) for batched params."""
-    _check_type(covariance_type)
-    params, X, batched = _prepare(params, X)
+    check_covariance_type(covariance_type)
+    params, X, batched = _prepare(params, X, covariance_type)
     return jnp.argmax(_log_resp_and_norm(params, X, covariance_type, batched)[0], axis=-1)
 
 
@@ -108,10 +106,11 @@ def sample(key, params: GMMParams, n: int, *, covariance_type: str = "full"):
     For batched params (weights (B, K)) returns (B, n, D) and (B, n), dataset i using
     ``jax.random.split(key, B)[i]``.
     """
-    _check_type(covariance_type)
-    if not isinstance(n, int) or n < 0:
+    check_covariance_type(covariance_type)
+    if not _is_int(n) or n < 0:
         raise ValueError(f"n must be an integer >= 0, got {n!r}.")
-    params = GMMParams(*(jnp.asarray(a) for a in params))
+    n = int(n)
+    params = _validate_params(params, covariance_type)
     if params.weights.ndim == 2:
         keys = jax.random.split(key, params.weights.shape[0])
         return jax.vmap(lambda k, p: _sample_one(k, p, n, covariance_type))(keys, params)

@@ -213,31 +213,37 @@ def _restart_keys(key, init, config: EMConfig):
     return jax.random.split(key, 1 if init is not None else config.n_init)
 
 
-def _fallback_params(K, D, config: EMConfig, dtype) -> GMMParams:
+def _fallback_params(active, n_active, D, config: EMConfig, dtype) -> GMMParams:
     """Finite placeholder parameters for a dataset that cannot be fitted."""
+    K = active.shape[0]
     return GMMParams(
-        weights=jnp.full((K,), 1.0 / K, dtype),
+        weights=jnp.where(active, 1.0, 0.0).astype(dtype) / n_active,
         means=jnp.zeros((K, D), dtype),
         covariances=jnp.asarray(COVARIANCE[config.covariance_type].identity(K, D, dtype)),
     )
 
 
+def best_restart(status, log_likelihood):
+    """Index of the restart a fit keeps, from (n_init,) statuses and log-likelihoods.
+
+    The highest log-likelihood among the healthy restarts (CONVERGED or MAX_ITER); a
+    collapsed (DEGENERATE) restart only when no healthy one exists, since a component
+    on a single point inflates the likelihood; failed (NUMERICAL_FAILURE) ones last.
+    The one rule for the engine, the estimators and the pictures.
+    """
+    rank = jnp.where(status == Status.NUMERICAL_FAILURE, 0, jnp.where(status == Status.DEGENERATE, 1, 2))
+    score = jnp.where(rank == jnp.max(rank), log_likelihood, -jnp.inf)
+    return jnp.argmax(score)
+
+
 def _select(results: FitResult, failed, prep: _Prepared, config: EMConfig) -> FitResult:
     """The best restart of one dataset (leaves of ``results`` have a leading restart axis)."""
     results = _unshift(results, prep.shift)
-    # Best restart: the highest log-likelihood among the healthy ones (CONVERGED or
-    # MAX_ITER); a collapsed (DEGENERATE) restart only when no healthy one exists, since
-    # a component on a single point inflates the likelihood; failed ones last.
-    rank = jnp.where(failed, 0, jnp.where(results.status == Status.DEGENERATE, 1, 2))
-    score = jnp.where(rank == jnp.max(rank), results.log_likelihood, -jnp.inf)
-    best = jnp.argmax(score)
+    best = best_restart(results.status, results.log_likelihood)
     res = jax.tree_util.tree_map(lambda a: a[best], results)
 
     # Datasets that cannot be fitted: finite placeholders and their own status.
-    K, D = config.n_components, prep.X.shape[1]
-    dtype = prep.X.dtype
-    fallback = _fallback_params(K, D, config, dtype)
-    fallback = fallback._replace(weights=jnp.where(prep.active, 1.0, 0.0).astype(dtype) / prep.n_active)
+    fallback = _fallback_params(prep.active, prep.n_active, prep.X.shape[1], config, prep.X.dtype)
 
     def unfitted(r: FitResult) -> FitResult:
         """r with the placeholders of an unfittable dataset where skip is True."""
@@ -245,6 +251,13 @@ def _select(results: FitResult, failed, prep: _Prepared, config: EMConfig) -> Fi
         def pick(good, bad):
             return jnp.where(prep.skip, jnp.broadcast_to(bad, good.shape), good)
 
+        # Returned parameters are always finite: a failure that left nothing finite
+        # (data so large that even the first covariance overflows) gets placeholders.
+        r = r._replace(
+            params=jax.tree_util.tree_map(
+                lambda a, f: jnp.where(is_finite(r.params), a, jnp.broadcast_to(f, a.shape)), r.params, fallback
+            )
+        )
         trace = r.trace
         if trace is not None:
             tp = trace.params
@@ -422,6 +435,7 @@ def fit(X, config: EMConfig, *, key=None, weights=None, init_params: GMMParams |
       >>> res.params.means.shape
       (2, 2)
     """
+    _validate.check_config_type(config)
     X, w = _validate.one_dataset(X, weights)
     key = _validate.key_for(key, init_params, batch=None)
     init = _validate.init_params(init_params, config, X.shape[1], X.dtype, batch=None)
@@ -459,15 +473,16 @@ def fit_batch(
       >>> res.status.shape
       (3,)
     """
+    _validate.check_config_type(config)
     X, w = _validate.batch(Xs, mask, weights)
     B = X.shape[0]
     key = _validate.key_for(key, init_params, batch=B)
     init = _validate.init_params(init_params, config, X.shape[2], X.dtype, batch=B)
     if chunk_size is None:
         chunk_size = default_chunk_size(B, X.shape[1], X.shape[2], config, X.dtype.itemsize)
-    elif not isinstance(chunk_size, int) or chunk_size < 1:
+    elif not _validate._is_int(chunk_size) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an integer >= 1 (datasets per chunk), got {chunk_size!r}.")
-    chunk = min(chunk_size, B)
+    chunk = int(min(chunk_size, B))
     lanes = chunk * (1 if init is not None else config.n_init)
     compact = default_compaction(lanes, config)
     return _fit_batch_jit(X, w, key, init, config=config, chunk=chunk, compact=compact)

@@ -3,7 +3,8 @@
 Every method draws its random numbers so that they do not depend on how much
 zero-weight padding follows the valid points: indices are drawn by inverting the
 cumulative weight (a padded tail adds nothing to it), and per-point random numbers
-are a hash of the point's index. This is what makes `fit_batch` padding invariant.
+are a hash of the point's rank among the valid points. This is what makes
+`fit_batch` padding (and mask) invariant.
 
 Shapes: X (N, D) finite, w (N,) non-negative, K = n_components.
 """
@@ -43,14 +44,16 @@ def _draw_index(u, mass, last_valid):
     return jnp.minimum(idx, last_valid)
 
 
-def _point_uniforms(key, N, K, dtype):
-    """(N, K) U[0, 1) numbers; entry (n, k) depends on the key, n and k only.
+def _point_uniforms(key, rank, K, dtype):
+    """(N, K) U[0, 1) numbers; entry (n, k) depends on the key, rank[n] and k only.
 
-    A murmur3 finaliser over the point index, seeded from the key: unlike
-    ``vmap(fold_in)`` it costs a few integer operations to compile and run.
+    ``rank`` is each point's index among the valid points, so masked points anywhere
+    (not only trailing padding) leave the others' numbers unchanged. A murmur3
+    finaliser seeded from the key: unlike ``vmap(fold_in)`` it costs a few integer
+    operations to compile and run.
     """
     seed = jax.random.bits(key, (2,), jnp.uint32)
-    h = jnp.arange(N, dtype=jnp.uint32)[:, None] * jnp.uint32(K) + jnp.arange(K, dtype=jnp.uint32)[None, :]
+    h = rank.astype(jnp.uint32)[:, None] * jnp.uint32(K) + jnp.arange(K, dtype=jnp.uint32)[None, :]
     h = (h ^ seed[0]) * jnp.uint32(0x9E3779B1) + seed[1]
     for shift, mult in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
         h = (h ^ (h >> shift)) * jnp.uint32(mult)
@@ -154,7 +157,8 @@ def init_params(key, X, w, config: EMConfig, active) -> GMMParams:
     """
     K = config.n_components
     if config.init == "random":
-        u = (_point_uniforms(key, X.shape[0], K, X.dtype) + 1e-3) * active[None, :]
+        rank = jnp.cumsum(w > 0) - 1
+        u = (_point_uniforms(key, rank, K, X.dtype) + 1e-3) * active[None, :]
         resp = u / jnp.sum(u, axis=1, keepdims=True)
     else:
         if config.init == "random_from_data":

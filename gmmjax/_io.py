@@ -37,7 +37,8 @@ from typing import NamedTuple
 import numpy as np
 
 from gmmjax._covariance import COVARIANCE
-from gmmjax._types import COVARIANCE_TYPES, GMMParams
+from gmmjax._types import GMMParams
+from gmmjax._validate import check_covariance_type
 
 FORMAT_NAME = "gmmjax"
 #: The newest format version this gmmjax writes and reads (it reads all older ones).
@@ -231,10 +232,7 @@ class LoadedParams(NamedTuple):
 
 def check_params(params, covariance_type: str) -> GMMParams:
     """GMMParams of NumPy arrays whose shapes agree (optional leading batch axes)."""
-    if covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(
-            f"Unknown covariance_type {covariance_type!r}; use one of {', '.join(map(repr, COVARIANCE_TYPES))}."
-        )
+    check_covariance_type(covariance_type)
     if not isinstance(params, tuple) or len(params) != 3:
         raise ValueError("params must be a gmmjax.GMMParams(weights, means, covariances).")
     w, m, c = (np.asarray(a) for a in params)

@@ -128,11 +128,10 @@ def datasets(Xs, mask, n: int, D: int):
 
 
 def best_restart(restarts) -> int:
-    """Index of the restart `fit` keeps: the best log-likelihood among the finite ones."""
-    ll = np.asarray(restarts.log_likelihood, np.float64)
-    failed = np.asarray(restarts.status) == Status.NUMERICAL_FAILURE
-    score = np.where(failed | ~np.isfinite(ll), -np.inf, ll)
-    return int(np.argmax(score))
+    """Index of the restart `fit` keeps (the engine's own rule, `gmmjax._fit.best_restart`)."""
+    from gmmjax._fit import best_restart as rule
+
+    return int(rule(np.asarray(restarts.status), np.asarray(restarts.log_likelihood)))
 
 
 def status_name(status) -> str:

@@ -32,6 +32,7 @@ from gmmjax._covariance import COVARIANCE
 from gmmjax._em import e_step
 from gmmjax._fit import _fit_dataset
 from gmmjax._types import COVARIANCE_TYPES, EMConfig, FitResult, GMMParams, Status
+from gmmjax._validate import check_covariance_type
 
 CRITERIA = ("bic", "aic", "icl")
 
@@ -334,10 +335,7 @@ def _criteria_of_params(params, X, w, covariance_type, batched):
 
 
 def _criterion(name, params, X, covariance_type, mask):
-    if covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(
-            f"Unknown covariance_type {covariance_type!r}; use one of {', '.join(map(repr, COVARIANCE_TYPES))}."
-        )
+    check_covariance_type(covariance_type)
     params, X, w, batched = _data_and_weights(params, X, mask)
     if X.shape[-1] != params.means.shape[-1]:
         raise ValueError(f"X has {X.shape[-1]} features but the means have {params.means.shape[-1]}.")

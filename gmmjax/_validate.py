@@ -25,13 +25,24 @@ def _is_real(v):
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
+def check_covariance_type(covariance_type) -> None:
+    if covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(
+            f"Unknown covariance_type {covariance_type!r}; use one of {', '.join(map(repr, COVARIANCE_TYPES))}."
+        )
+
+
+def check_config_type(config) -> None:
+    from gmmjax._types import EMConfig
+
+    if not isinstance(config, EMConfig):
+        raise ValueError(f"config must be a gmmjax.EMConfig, e.g. EMConfig(n_components=3); got {type(config).__name__}.")
+
+
 def check_config(c) -> None:
     if not _is_int(c.n_components) or c.n_components < 1:
         raise ValueError(f"n_components must be an integer >= 1, got {c.n_components!r}.")
-    if c.covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(
-            f"Unknown covariance_type {c.covariance_type!r}; use one of {', '.join(map(repr, COVARIANCE_TYPES))}."
-        )
+    check_covariance_type(c.covariance_type)
     if not _is_int(c.n_init) or c.n_init < 1:
         raise ValueError(f"n_init must be an integer >= 1 (number of restarts), got {c.n_init!r}.")
     if c.init not in INITS:
@@ -74,6 +85,8 @@ def _concrete(x):
 
 
 def _check_weights(w, shape):
+    # Weights take the data's dtype later; their own float64 is no precision loss to report.
+    w = w if isinstance(w, jax.Array) else np.asarray(w, np.float32 if not jax.config.jax_enable_x64 else None)
     w = _as_float_array(w)
     if w.shape != shape:
         raise ValueError(f"weights must have shape {shape} (one per sample), got {w.shape}.")
@@ -190,22 +203,43 @@ def key_for(key, init_params, batch):
     return key
 
 
-def init_params(p, config, D, dtype, batch):
-    """init_params as GMMParams of ``dtype``, with shapes checked against config."""
-    if p is None:
-        return None
+def params(p, covariance_type, *, K=None, D=None, batch=None, name="params", dtype=None):
+    """GMMParams with shapes checked against covariance_type (and K, D, batch if given).
+
+    Concrete values are checked too: finite, weights >= 0 summing to one, covariances
+    positive definite. Returns GMMParams of jnp arrays (of ``dtype`` if given).
+    """
     if not isinstance(p, GMMParams):
-        raise ValueError("init_params must be a gmmjax.GMMParams(weights, means, covariances).")
-    K = config.n_components
+        raise ValueError(f"{name} must be a gmmjax.GMMParams(weights, means, covariances).")
+    check_covariance_type(covariance_type)
+    arrs = [jnp.asarray(a) if dtype is None else jnp.asarray(a, dtype) for a in p]
+    arrs = [a if jnp.issubdtype(a.dtype, jnp.floating) else a.astype(jnp.result_type(float)) for a in arrs]
+    if batch is None and K is None and arrs[0].ndim == 2:  # batched params, batch size free
+        batch = arrs[0].shape[0]
     lead = () if batch is None else (batch,)
-    want = GMMParams(lead + (K,), lead + (K, D), lead + COVARIANCE[config.covariance_type].shape(K, D))
-    out = []
-    for name, arr, shape in zip(GMMParams._fields, p, want):
-        arr = jnp.asarray(arr, dtype)
+    K = arrs[0].shape[-1] if K is None else K
+    D = arrs[1].shape[-1] if D is None else D
+    want = GMMParams(lead + (K,), lead + (K, D), lead + COVARIANCE[covariance_type].shape(K, D))
+    for field, arr, shape in zip(GMMParams._fields, arrs, want):
         if arr.shape != shape:
             raise ValueError(
-                f"init_params.{name} must have shape {shape} for n_components={K}, "
-                f"n_features={D}, covariance_type={config.covariance_type!r}; got {arr.shape}."
+                f"{name}.{field} must have shape {shape} for n_components={K}, n_features={D}, "
+                f"covariance_type={covariance_type!r}; got {arr.shape}."
             )
-        out.append(arr)
-    return GMMParams(*out)
+    if all(_concrete(a) for a in arrs):
+        w, m, c = (np.asarray(a, np.float64) for a in arrs)
+        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(m)) and np.all(np.isfinite(c))):
+            raise ValueError(f"{name} must be finite.")
+        if np.any(w < 0) or not np.allclose(w.sum(-1), 1.0, atol=1e-5):
+            raise ValueError(f"{name}.weights must be >= 0 and sum to 1 (got sums {np.unique(w.sum(-1))[:3]}).")
+        pd = np.all(c > 0) if covariance_type in ("diag", "spherical") else np.all(np.linalg.eigvalsh(c) > 0)
+        if not pd:
+            raise ValueError(f"{name}.covariances must be positive definite (covariance_type={covariance_type!r}).")
+    return GMMParams(*arrs)
+
+
+def init_params(p, config, D, dtype, batch):
+    """init_params as GMMParams of ``dtype``, checked against config (None stays None)."""
+    if p is None:
+        return None
+    return params(p, config.covariance_type, K=config.n_components, D=D, batch=batch, name="init_params", dtype=dtype)

@@ -64,7 +64,7 @@ from gmmjax import _io
 from gmmjax._density import log_prob as _log_prob
 from gmmjax._density import predict_proba as _predict_proba
 from gmmjax._density import sample as _sample
-from gmmjax._fit import _fit_dataset, fit, fit_batch, status_counts
+from gmmjax._fit import _fit_dataset, best_restart, fit, fit_batch, status_counts
 from gmmjax._init import init_params as _engine_init
 from gmmjax._select import n_parameters
 from gmmjax._types import EMConfig, GMMParams, Status, Trace
@@ -230,10 +230,7 @@ def _fit_partial_one(X, w, key, inits, config: EMConfig):
         return _fit_dataset(X, w, k, p0, one)
 
     res = jax.vmap(restart)(jax.random.split(key, config.n_init))
-    # As the engine picks: healthy restarts first, then DEGENERATE, failed ones last.
-    rank = jnp.where(res.status == Status.NUMERICAL_FAILURE, 0, jnp.where(res.status == Status.DEGENERATE, 1, 2))
-    score = jnp.where(rank == jnp.max(rank), res.log_likelihood, -jnp.inf)
-    best = jax.tree_util.tree_map(lambda a: a[jnp.argmax(score)], res)
+    best = jax.tree_util.tree_map(lambda a: a[best_restart(res.status, res.log_likelihood)], res)
     return best._replace(restarts=res if config.keep_restarts else None)
 
 

@@ -375,3 +375,16 @@ def test_mp4_without_ffmpeg_and_unknown_formats_say_what_to_do(fit_1d, tmp_path,
     with pytest.raises(ValueError, match=r"\.gif.*\.html.*\.mp4"):
         animation.save(anim, tmp_path / "fit.avi")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_restart_marked_best_is_the_one_fit_keeps():
+    """The pictures use the engine's own rule, DEGENERATE demotion included."""
+    from gmmjax import _plotting
+
+    Xs = np.random.default_rng(0).normal(size=(40, 25))
+    res = gmmjax.fit_batch(Xs, gmmjax.EMConfig(3, n_init=4, keep_restarts=True), key=jax.random.key(0))
+    for i in range(40):
+        one = jax.tree_util.tree_map(lambda a: a[i], res)
+        b = _plotting.best_restart(one.restarts)
+        assert float(one.restarts.log_likelihood[b]) == float(one.log_likelihood)
+        assert int(one.restarts.status[b]) == int(one.status)

@@ -145,3 +145,15 @@ def test_compaction_only_off_cpu_and_for_many_lanes():
     assert default_compaction(100, config, backend="gpu") is None
     assert default_compaction(100_000, config, backend="gpu") == (6_250, 4)
     assert default_compaction(5_000, config, backend="gpu") == (313, 4)
+
+
+@pytest.mark.parametrize("init", ["random", "kmeans++", "random_from_data"])
+def test_mask_in_the_middle_equals_fit_on_the_kept_rows(rng, init):
+    X = _datasets(rng)[1]
+    keep = np.zeros(len(X), bool)
+    keep[::3] = True
+    config = gmmjax.EMConfig(3, init=init, n_init=2, max_iter=40)
+    key = jax.random.key(6)
+    masked = gmmjax.fit_batch(X[None], config, key=jax.random.split(key, 1), mask=keep[None])
+    alone = gmmjax.fit(X[keep], config, key=jax.random.split(key, 1)[0])
+    _assert_same(_row(masked, 0), alone)

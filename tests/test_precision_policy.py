@@ -32,3 +32,16 @@ def test_plot_and_animation_are_lazy_attributes():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_float64_weights_alone_do_not_warn():
+    code = (
+        "import warnings, numpy as np, jax, gmmjax\n"
+        "X = np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32)\n"
+        "with warnings.catch_warnings():\n"
+        "    warnings.simplefilter('error')\n"
+        "    gmmjax.fit(X, gmmjax.EMConfig(2, max_iter=3), key=jax.random.key(0), weights=np.ones(50))\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr

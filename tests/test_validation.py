@@ -83,3 +83,40 @@ def test_features_must_agree_in_a_list():
 def test_integer_data_is_promoted():
     res = gmmjax.fit(np.arange(20), gmmjax.EMConfig(2, max_iter=5), key=KEY)
     assert np.issubdtype(res.params.means.dtype, np.floating)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(means=np.array([[0.0, np.nan], [1.0, 1.0]])), "init_params must be finite"),
+        (dict(weights=np.array([0.7, 0.7])), "sum to 1"),
+        (dict(covariances=np.stack([np.eye(2), -np.eye(2)])), "positive definite"),
+    ],
+)
+def test_init_params_values_are_checked(bad, match):
+    good = dict(weights=np.ones(2) / 2, means=np.zeros((2, 2)), covariances=np.stack([np.eye(2)] * 2))
+    with pytest.raises(ValueError, match=match):
+        gmmjax.fit(X, gmmjax.EMConfig(2), init_params=gmmjax.GMMParams(**{**good, **bad}))
+
+
+def test_config_must_be_an_emconfig():
+    with pytest.raises(ValueError, match="config must be a gmmjax.EMConfig"):
+        gmmjax.fit(X, {"n_components": 2}, key=KEY)
+    with pytest.raises(ValueError, match="config must be a gmmjax.EMConfig"):
+        gmmjax.fit_batch([X], 2, key=KEY)
+
+
+def test_density_checks_the_covariance_layout():
+    # K == D: spherical (K,) or tied (D, D) params passed as "diag" used to broadcast silently.
+    p = gmmjax.GMMParams(np.ones(2) / 2, np.zeros((2, 2)), np.ones(2))
+    with pytest.raises(ValueError, match=r"params.covariances must have shape \(2, 2\)"):
+        gmmjax.log_prob(p, X, covariance_type="diag")
+    with pytest.raises(ValueError, match=r"params.covariances must have shape \(2, 2, 2\)"):
+        gmmjax.predict(p, X)  # default "full"
+
+
+def test_overflowing_data_still_returns_finite_params():
+    res = gmmjax.fit(np.random.default_rng(0).normal(size=(50, 2)) * 1e200, gmmjax.EMConfig(2), key=KEY)
+    assert int(res.status) == gmmjax.Status.NUMERICAL_FAILURE
+    for a in jax.tree_util.tree_leaves(res.params):
+        assert np.all(np.isfinite(np.asarray(a)))
