@@ -443,6 +443,21 @@ class _MixtureBase(DensityMixin, BaseEstimator):
 
 
 # ---------------------------------------------------------------- one dataset
+
+def _draw(est, n_samples):
+    """``sample`` of either estimator: drawn with JAX from a key derived from
+    random_state, then grouped by component along the sample axis (as scikit-learn)."""
+    check_is_fitted(est)
+    if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
+        raise ValueError(f"Invalid value for 'n_samples': {n_samples} . The sampling requires at least one sample.")
+    with _precision(est.means_.dtype):
+        key = jax.random.fold_in(_key(est.random_state), 1)
+        params = GMMParams(*(jnp.asarray(a) for a in est._fitted_params()))
+        X, y = jax.device_get(_sample(key, params, int(n_samples), covariance_type=est.covariance_type))
+    order = np.argsort(np.asarray(y), axis=-1, kind="stable")
+    X = np.take_along_axis(np.asarray(X), order[..., None], axis=-2)
+    return X.astype(np.float64), np.take_along_axis(np.asarray(y), order, axis=-1).astype(np.int64)
+
 class GaussianMixture(_MixtureBase):
     """Gaussian mixture fitted with EM by gmmjax; a drop-in for
     ``sklearn.mixture.GaussianMixture``.
@@ -609,18 +624,7 @@ class GaussianMixture(_MixtureBase):
         Drawn with JAX from a key derived from random_state (an int gives the same
         draw every call, as in scikit-learn); grouped by component like scikit-learn's.
         """
-        check_is_fitted(self)
-        if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
-            raise ValueError(
-                f"Invalid value for 'n_samples': {n_samples} . The sampling requires at least one sample."
-            )
-        dtype = self.means_.dtype
-        with _precision(dtype):
-            key = jax.random.fold_in(_key(self.random_state), 1)
-            params = GMMParams(*(jnp.asarray(a) for a in self._fitted_params()))
-            X, y = jax.device_get(_sample(key, params, int(n_samples), covariance_type=self.covariance_type))
-        order = np.argsort(y, kind="stable")
-        return np.asarray(X)[order].astype(np.float64), np.asarray(y)[order].astype(np.int64)
+        return _draw(self, n_samples)
 
     # -- scikit-learn interoperability
     def to_sklearn(self):
@@ -978,19 +982,7 @@ class BatchGaussianMixture(_MixtureBase):
     def sample(self, n_samples=1):
         """(X (B, n_samples, D), y (B, n_samples)): draws from every dataset's model,
         grouped by component within each dataset."""
-        check_is_fitted(self)
-        if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
-            raise ValueError(
-                f"Invalid value for 'n_samples': {n_samples} . The sampling requires at least one sample."
-            )
-        dtype = self.means_.dtype
-        with _precision(dtype):
-            key = jax.random.fold_in(_key(self.random_state), 1)
-            params = GMMParams(*(jnp.asarray(a) for a in self._fitted_params()))
-            X, y = jax.device_get(_sample(key, params, int(n_samples), covariance_type=self.covariance_type))
-        order = np.argsort(y, axis=1, kind="stable")
-        X = np.take_along_axis(np.asarray(X), order[..., None], axis=1)
-        return X.astype(np.float64), np.take_along_axis(np.asarray(y), order, axis=1).astype(np.int64)
+        return _draw(self, n_samples)
 
     # -- one dataset at a time
     def get_estimator(self, i: int) -> GaussianMixture:

@@ -17,10 +17,15 @@ print("ok")
 """
 
 
-def test_float64_downcast_warns_when_x64_is_off():
-    out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=300)
+def _run_ok(code):
+    """Runs code in a fresh Python (JAX's default config, no test set-up): prints ok."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_float64_downcast_warns_when_x64_is_off():
+    _run_ok(CODE)
 
 
 def test_plot_and_animation_are_lazy_attributes():
@@ -29,9 +34,7 @@ def test_plot_and_animation_are_lazy_attributes():
         "import matplotlib; matplotlib.use('Agg'); "
         "assert gmmjax.plot.fit and gmmjax.animation.animate; print('ok')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    _run_ok(code)
 
 
 def test_float64_weights_alone_do_not_warn():
@@ -43,5 +46,4 @@ def test_float64_weights_alone_do_not_warn():
         "    gmmjax.fit(X, gmmjax.EMConfig(2, max_iter=3), key=jax.random.key(0), weights=np.ones(50))\n"
         "print('ok')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
+    _run_ok(code)
