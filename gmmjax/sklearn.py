@@ -832,8 +832,11 @@ class BatchGaussianMixture(_MixtureBase):
         with _precision(dtype):
             if do_init:
                 inits = _check_init_arrays(self, D, dtype, batch=B)
-                config = self._config(self.n_init, keep_restarts=bool(self.verbose))
+                # No per-restart report for a batch (verbose prints a summary only),
+                # so no per-restart results are kept.
+                config = self._config(self.n_init)
                 key = _key(self.random_state)
+                self._fit_key_ = key  # get_estimator(i) gives dataset i its own key
                 if any(a is not None for a in inits):
                     want = (self.n_components, D)
                     inits = tuple(
@@ -855,7 +858,7 @@ class BatchGaussianMixture(_MixtureBase):
                         f"n_components={self.n_components}, {D} features and dtype {dtype}. "
                         "Set warm_start=False to start afresh."
                     )
-                config = self._config(1, keep_restarts=bool(self.verbose))
+                config = self._config(1)
                 res = fit_batch(Xp, config, weights=w, init_params=self._fitted_params())
             res = jax.device_get(res)
         self._set_result(res, dtype, valid.sum(axis=1))
@@ -990,7 +993,9 @@ class BatchGaussianMixture(_MixtureBase):
         its random_state is dataset i's key)."""
         check_is_fitted(self)
         params = self.get_params(deep=False)
-        params["random_state"] = jax.random.split(_key(self.random_state), self.n_datasets_)[i]
+        key = getattr(self, "_fit_key_", None)
+        key = _key(self.random_state) if key is None else key
+        params["random_state"] = jax.random.split(key, self.n_datasets_)[i]
         for name in ("weights_init", "means_init", "precisions_init"):
             a = params[name]
             if a is not None and np.ndim(a) == len(self._init_shape(name)) + 1:

@@ -285,3 +285,12 @@ def test_batch_padded_array_with_lengths_or_mask_equals_list(rng):
     assert Xs.shape == (3, 10, 2) and ys.shape == (3, 10)
     with pytest.raises(ValueError, match="expecting 2 features"):
         a.predict([x[:, :1] for x in good])
+
+
+def test_batch_get_estimator_uses_the_fitting_key():
+    Xs = [np.random.default_rng(i).normal(size=(60, 2)) for i in range(3)]
+    bgm = gmmjax.BatchGaussianMixture(n_components=2).fit(Xs)  # random_state=None
+    a, b = bgm.get_estimator(1), bgm.get_estimator(1)
+    np.testing.assert_array_equal(jax.random.key_data(a.random_state), jax.random.key_data(b.random_state))
+    refit = a.fit(Xs[1])
+    np.testing.assert_allclose(refit.means_, bgm.means_[1], rtol=1e-9)
