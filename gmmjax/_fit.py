@@ -15,6 +15,7 @@ One lane is one restart of one dataset:
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Optional
 
 import jax
@@ -356,7 +357,12 @@ def default_chunk_size(B: int, N: int, D: int, config: EMConfig, itemsize: int, 
     Smaller chunks also waste fewer iterations: under vmap every lane of a while_loop
     runs until the slowest lane of its chunk has finished.
     """
-    lane_bytes = N * config.n_components * (D + 1) * itemsize * config.n_init
+    K, T = config.n_components, config.max_iter + 1
+    per_lane = N * K * (D + 1)  # the (N, K, D) temporaries of an E- or M-step
+    if config.trace is not None:  # the trace buffers, for every restart
+        snapshot = K + K * D + math.prod(COVARIANCE[config.covariance_type].shape(K, D))
+        per_lane += T * (1 + (snapshot if config.trace == "params" else 0))
+    lane_bytes = per_lane * itemsize * config.n_init
     budget = CHUNK_BYTES.get(backend or jax.default_backend(), DEFAULT_CHUNK_BYTES)
     return int(max(1, min(B, budget // max(lane_bytes, 1))))
 

@@ -115,6 +115,9 @@ def test_default_chunk_is_cache_sized_on_cpu():
     assert default_chunk_size(200, 1000, 1, gmmjax.EMConfig(3, n_init=10), 4, backend="cpu") == 8
     assert default_chunk_size(200, 1000, 1, gmmjax.EMConfig(3, n_init=10), 4, backend="gpu") == 200
     assert default_chunk_size(5, 10**7, 16, gmmjax.EMConfig(32), 4, backend="cpu") == 1
+    # Parameter traces count: 1,000 iterations of K=3, D=2 snapshots for 10 restarts.
+    big_trace = gmmjax.EMConfig(3, n_init=10, max_iter=1000, trace="params")
+    assert default_chunk_size(10**5, 100, 2, big_trace, 4, backend="gpu") < 10**4
 
 
 @pytest.mark.parametrize("config", [CONFIG, gmmjax.EMConfig(2, covariance_type="diag", n_init=2, keep_restarts=True)])
