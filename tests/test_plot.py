@@ -18,66 +18,12 @@ import pytest  # noqa: E402
 
 import gmmjax  # noqa: E402
 from gmmjax import plot  # noqa: E402
-
-MAX_ITER = 6
-
+from plotting_data import MAX_ITER, by_gid, fit_1d, fit_2d, fit_batch  # noqa: E402, F401
 
 @pytest.fixture(autouse=True)
 def _close_figures():
     yield
     plt.close("all")
-
-
-def by_gid(artists, gid):
-    found = [a for a in artists if a.get_gid() == gid]
-    assert len(found) == 1, (gid, len(found))
-    return found[0]
-
-
-# The same data and configs as in test_animation.py: in one pytest run they share compiles.
-def data_1d(n=120):
-    rng = np.random.default_rng(5)
-    return np.concatenate([rng.normal(-2.0, 0.6, n // 2), rng.normal(1.5, 1.0, n - n // 2)])
-
-
-def data_2d(D=2, n=(90, 70, 60)):
-    rng = np.random.default_rng(7)
-    centers = rng.normal(scale=3.0, size=(len(n), D))
-    A = rng.normal(size=(D, D)) * 0.5 + np.eye(D)
-    return np.concatenate([c + rng.normal(size=(m, D)) @ A for c, m in zip(centers, n)])
-
-
-def fit(X, K=3, n_init=1, **kw):
-    config = gmmjax.EMConfig(K, n_init=n_init, max_iter=MAX_ITER, tol=0.0, trace="params", init="random", **kw)
-    return gmmjax.fit(X, config, key=jax.random.key(3))
-
-
-def batch_data():
-    rng = np.random.default_rng(11)
-    Xs = [np.concatenate([rng.normal(0, 1, n // 2), rng.normal(4, 1, n - n // 2)]) for n in (40, 60, 50, 30)]
-    Xs[3][5] = np.nan
-    return Xs + [np.array([1.0])]
-
-
-BATCH_CONFIG = gmmjax.EMConfig(2, max_iter=MAX_ITER, tol=0.0, trace="params")
-
-
-@pytest.fixture(scope="module")
-def fit_1d():
-    X = data_1d()
-    return X, fit(X, n_init=3, keep_restarts=True)
-
-
-@pytest.fixture(scope="module")
-def fit_2d():
-    X = data_2d()
-    return X, fit(X)
-
-
-@pytest.fixture(scope="module")
-def fit_batch():
-    Xs = batch_data()
-    return Xs, gmmjax.fit_batch(Xs, BATCH_CONFIG, key=jax.random.key(0))
 
 
 def test_fit_1d_draws_the_final_mixture(fit_1d):
