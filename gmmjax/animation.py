@@ -186,6 +186,22 @@ def animate(result, X, *, covariance_type: str = "full", max_frames: int = 60, f
     return GMMAnimation(fig, panels, its, axes=[ax], loglik_axes=axl, interval=interval)
 
 
+def _grid_panels(axs, data, results, its, covariance_type, colors, features, bins):
+    """One small animated panel per axes: panel i draws data[i] under fit i of
+    ``results`` (leaves with a leading fit axis). Returns (panels, their LL curves)."""
+    n_iters = np.asarray(results.n_iter).astype(int)
+    panels, curves = [], []
+    for i, ax in enumerate(axs):
+        ll = P.trace_loglik(results.trace.log_likelihood[i], n_iters[i])
+        curves.append(ll)
+        panels.append(
+            P.panel_for(ax, data[i], P.snapshots(P.take(results.trace.params, i), its), covariance_type, colors,
+                        P.status_lines(its, n_iters[i], ll, short=True), features=features, bins=bins,
+                        animated=True, small=True)
+        )
+    return panels, curves
+
+
 def _small_multiples(n_panels, side, ncols, figsize, panel_size):
     """A figure with n_panels small axes (and one more for the log-likelihood)."""
     total = n_panels + (1 if side else 0)
@@ -235,15 +251,8 @@ def animate_restarts(result, X, *, covariance_type: str = "full", max_frames: in
     its = P.frame_iterations(int(n_iters.max()), max_frames)
     colors = P.component_colors(K, colors)
     fig, axs, axl = _small_multiples(R, loglik_panel, ncols, figsize, (3.2, 2.7))
-    panels, curves = [], []
+    panels, curves = _grid_panels(axs, [X] * R, r, its, covariance_type, colors, features, bins)
     for i, ax in enumerate(axs):
-        ll = P.trace_loglik(r.trace.log_likelihood[i], n_iters[i])
-        curves.append(ll)
-        panels.append(
-            P.panel_for(ax, X, P.snapshots(P.take(tp, i), its), covariance_type, colors,
-                        P.status_lines(its, n_iters[i], ll, short=True), features=features, bins=bins,
-                        animated=True, small=True)
-        )
         final = r.log_likelihood[i]
         label = f"restart {i}: LL {final:.4f}" if np.isfinite(final) else f"restart {i}: {P.status_name(r.status[i])}"
         if i == best:
@@ -298,15 +307,8 @@ def animate_batch(result, Xs, *, n: int = 9, mask=None, covariance_type: str = "
     its = P.frame_iterations(int(n_iters.max()), max_frames)
     colors = P.component_colors(K, colors)
     fig, axs, axl = _small_multiples(n, loglik_panel, ncols, figsize, (2.9, 2.5))
-    panels, curves = [], []
+    panels, curves = _grid_panels(axs, data, res, its, covariance_type, colors, features, bins)
     for i, ax in enumerate(axs):
-        ll = P.trace_loglik(res.trace.log_likelihood[i], n_iters[i])
-        curves.append(ll)
-        panels.append(
-            P.panel_for(ax, data[i], P.snapshots(P.take(tp, i), its), covariance_type, colors,
-                        P.status_lines(its, n_iters[i], ll, short=True), features=features, bins=bins,
-                        animated=True, small=True)
-        )
         ax.set_title(f"dataset {i}: {P.status_name(res.status[i])}", fontsize="small")
     if axl is not None:
         panels.append(P.LoglikPanel(axl, curves, its, P.component_colors(n), animated=True))
