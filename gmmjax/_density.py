@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from gmmjax._em import weighted_log_prob
+from gmmjax._em import highest_precision, weighted_log_prob
 from gmmjax._types import GMMParams
 from gmmjax._validate import _is_int, check_covariance_type
 from gmmjax._validate import params as _validate_params
@@ -40,15 +40,10 @@ def _prepare(params, X, covariance_type):
     return params, X, batched
 
 
-def _weighted(params, X, covariance_type):
-    with jax.default_matmul_precision("highest"):
-        return weighted_log_prob(X, params, covariance_type)
-
-
 @functools.partial(jax.jit, static_argnames=("covariance_type", "batched"))
 def _log_resp_and_norm(params, X, covariance_type, batched):
     def one(p, x):
-        wlp = _weighted(p, x, covariance_type)
+        wlp = weighted_log_prob(x, p, covariance_type)
         norm = logsumexp(wlp, axis=1)
         return wlp - norm[:, None], norm
 
@@ -91,6 +86,7 @@ def _cov_factor(cov, covariance_type, K, D):
 
 
 @functools.partial(jax.jit, static_argnames=("n", "covariance_type"))
+@highest_precision
 def _sample_one(key, params, n, covariance_type):
     K, D = params.means.shape
     k_lab, k_z = jax.random.split(key)

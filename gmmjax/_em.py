@@ -4,11 +4,13 @@ Shapes: X (N, D) with invalid rows already replaced by zeros, w (N,) non-negativ
 sample weights (0 for masked or padded points), K = n_components.
 All probabilities stay in log space; the mixing weights enter the E-step.
 Matrix products run at "highest" precision (no TF32 shortcuts on GPUs: with TF32 a
-mean of values near 1000 is off by ~1 and every covariance is garbage), set here and
-again around whole fits in `gmmjax._fit`.
+mean of values near 1000 is off by ~1 and every covariance is garbage): each function
+that writes one is wrapped in `highest_precision`.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +19,22 @@ from jax.scipy.special import logsumexp
 from gmmjax._covariance import COVARIANCE, estimate, log_gaussian
 from gmmjax._types import GMMParams
 
+def highest_precision(f):
+    """Traces f with matrix products at full float32 precision (no TF32 on GPUs).
+
+    Applied to each function that writes a matrix product (here, in `gmmjax._init`
+    and `gmmjax._fit._prepare`), so no caller has to remember it.
+    """
+
+    @functools.wraps(f)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision("highest"):
+            return f(*args, **kwargs)
+
+    return wrapped
+
+
+@highest_precision
 def weighted_log_prob(X, params: GMMParams, covariance_type: str):
     """(N, K) log pi_k + log N(x_n | mu_k, Sigma_k)."""
     log_gauss = log_gaussian(covariance_type, X, params.means, params.covariances)
@@ -24,11 +42,6 @@ def weighted_log_prob(X, params: GMMParams, covariance_type: str):
 
 
 def e_step(X, w, params: GMMParams, covariance_type: str):
-    with jax.default_matmul_precision("highest"):
-        return _e_step(X, w, params, covariance_type)
-
-
-def _e_step(X, w, params: GMMParams, covariance_type: str):
     """Returns (mean per-sample log-likelihood, (N, K) log responsibilities).
 
     The mean is weighted by ``w`` (sum w_n log p(x_n) / sum w_n); points with w = 0
@@ -42,12 +55,8 @@ def _e_step(X, w, params: GMMParams, covariance_type: str):
     return ll, wlp - log_norm[:, None]
 
 
+@highest_precision
 def m_step(X, w, resp, covariance_type: str, reg_covar: float, active) -> GMMParams:
-    with jax.default_matmul_precision("highest"):
-        return _m_step(X, w, resp, covariance_type, reg_covar, active)
-
-
-def _m_step(X, w, resp, covariance_type: str, reg_covar: float, active) -> GMMParams:
     """Maximum-likelihood parameters given (N, K) responsibilities, as scikit-learn.
 
     nk gets 10 * eps added (scikit-learn's guard against empty components), means

@@ -24,7 +24,7 @@ import numpy as np
 
 from gmmjax import _validate
 from gmmjax._covariance import COVARIANCE
-from gmmjax._em import e_step, is_degenerate, is_finite, m_step
+from gmmjax._em import e_step, highest_precision, is_degenerate, is_finite, m_step
 from gmmjax._init import init_params as _init_params
 from gmmjax._types import TRACE_FILL, EMConfig, FitResult, GMMParams, Status, Trace
 
@@ -165,6 +165,7 @@ class _Prepared(NamedTuple):
     shift: jax.Array  # (D,) weighted mean of the valid rows, added back to the means
 
 
+@highest_precision
 def _prepare(X, w, config: EMConfig, n_active) -> _Prepared:
     """X (N, D) may hold anything where w == 0 (padding: NaN, 1e30, ...); it is replaced
     by zeros with `where`, so padding never reaches the arithmetic.
@@ -287,15 +288,14 @@ def _fit_dataset(X, w, key, init, config: EMConfig, n_active=None) -> FitResult:
     ``n_active`` (a traced int, default config.n_components) fits only the first
     n_active component slots; the others get weight 0 (model selection over K).
     """
-    with jax.default_matmul_precision("highest"):
-        prep = _prepare(X, w, config, n_active)
+    prep = _prepare(X, w, config, n_active)
 
-        def restart(k):
-            params0 = _start_params(prep, k, init, config)
-            return _em(prep.X, prep.w, params0, config, prep.skip, prep.active)
+    def restart(k):
+        params0 = _start_params(prep, k, init, config)
+        return _em(prep.X, prep.w, params0, config, prep.skip, prep.active)
 
-        results, failed = jax.vmap(restart)(_restart_keys(key, init, config))
-        return _select(results, failed, prep, config)
+    results, failed = jax.vmap(restart)(_restart_keys(key, init, config))
+    return _select(results, failed, prep, config)
 
 
 def _fit_compacted(X, w, key, init, config: EMConfig, capacity: int, round_iter: int) -> FitResult:
@@ -307,41 +307,40 @@ def _fit_compacted(X, w, key, init, config: EMConfig, capacity: int, round_iter:
     (with their datasets), runs at most ``round_iter`` iterations on them and scatters
     them back, until no lane runs. The per-lane math is the same functions as `fit`.
     """
-    with jax.default_matmul_precision("highest"):
-        B = X.shape[0]
-        prep = jax.vmap(lambda x, ww: _prepare(x, ww, config, None))(X, w)
-        keys = jax.vmap(lambda k: _restart_keys(k, init, config))(key)  # (B, R)
-        R = keys.shape[1]
+    B = X.shape[0]
+    prep = jax.vmap(lambda x, ww: _prepare(x, ww, config, None))(X, w)
+    keys = jax.vmap(lambda k: _restart_keys(k, init, config))(key)  # (B, R)
+    R = keys.shape[1]
 
-        def starts(p, ks, i):
-            def one(k):
-                return _em_start(_start_params(p, k, i, config), config, p.skip)
+    def starts(p, ks, i):
+        def one(k):
+            return _em_start(_start_params(p, k, i, config), config, p.skip)
 
-            return jax.vmap(one)(ks)
+        return jax.vmap(one)(ks)
 
-        state = jax.vmap(starts)(prep, keys, init)  # leaves (B, R, ...)
-        lanes = jax.tree_util.tree_map(lambda a: a.reshape((B * R,) + a.shape[2:]), state)
-        dataset = jnp.repeat(jnp.arange(B), R)
-        running = jax.vmap(lambda s: _em_running(s, config))
+    state = jax.vmap(starts)(prep, keys, init)  # leaves (B, R, ...)
+    lanes = jax.tree_util.tree_map(lambda a: a.reshape((B * R,) + a.shape[2:]), state)
+    dataset = jnp.repeat(jnp.arange(B), R)
+    running = jax.vmap(lambda s: _em_running(s, config))
 
-        def round_body(lanes):
-            # Running lanes first (a stable sort keeps their order), then the others.
-            idx = jnp.argsort(~running(lanes), stable=True)[:capacity]
-            sub = jax.tree_util.tree_map(lambda a: a[idx], lanes)
-            d = dataset[idx]
-            sub = jax.vmap(lambda x, ww, a, s: _em_loop(x, ww, s, config, a, stop=s.t + round_iter))(
-                prep.X[d], prep.w[d], prep.active[d], sub
-            )
-            return jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b), lanes, sub)
+    def round_body(lanes):
+        # Running lanes first (a stable sort keeps their order), then the others.
+        idx = jnp.argsort(~running(lanes), stable=True)[:capacity]
+        sub = jax.tree_util.tree_map(lambda a: a[idx], lanes)
+        d = dataset[idx]
+        sub = jax.vmap(lambda x, ww, a, s: _em_loop(x, ww, s, config, a, stop=s.t + round_iter))(
+            prep.X[d], prep.w[d], prep.active[d], sub
+        )
+        return jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b), lanes, sub)
 
-        lanes = jax.lax.while_loop(lambda l: jnp.any(running(l)), round_body, lanes)
-        state = jax.tree_util.tree_map(lambda a: a.reshape((B, R) + a.shape[1:]), lanes)
+    lanes = jax.lax.while_loop(lambda l: jnp.any(running(l)), round_body, lanes)
+    state = jax.tree_util.tree_map(lambda a: a.reshape((B, R) + a.shape[1:]), lanes)
 
-        def finish(p, s):
-            return jax.vmap(lambda s1: _em_finish(p.X, p.w, s1, config, p.active))(s)
+    def finish(p, s):
+        return jax.vmap(lambda s1: _em_finish(p.X, p.w, s1, config, p.active))(s)
 
-        results, failed = jax.vmap(finish)(prep, state)
-        return jax.vmap(lambda r, f, p: _select(r, f, p, config))(results, failed, prep)
+    results, failed = jax.vmap(finish)(prep, state)
+    return jax.vmap(lambda r, f, p: _select(r, f, p, config))(results, failed, prep)
 
 
 #: Working set of one chunk of datasets, in bytes, by JAX backend: on a CPU a chunk

@@ -16,7 +16,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from gmmjax._em import m_step
+from gmmjax._em import highest_precision, m_step
 from gmmjax._types import EMConfig, GMMParams
 
 #: Lloyd iterations of init="kmeans" stop when no label changes, or after this many.
@@ -146,6 +146,7 @@ def _nearest(X, centers, active):
     return jnp.argmin(jnp.where(active[None, :], _sq_dist(X, centers), jnp.inf), axis=1)
 
 
+@highest_precision
 def init_params(key, X, w, config: EMConfig, active) -> GMMParams:
     """Initial GMMParams from ``config.init``.
 

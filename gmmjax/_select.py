@@ -75,11 +75,10 @@ def _select_dataset(X, w, key, ks, config: EMConfig):
 
     def one_k(k):
         res = _fit_dataset(X, w, key, None, config, k)
-        with jax.default_matmul_precision("highest"):
-            # Clean copies of X, w as _fit_dataset makes them (padding may hold NaN).
-            ok = (w > 0) & jnp.all(jnp.isfinite(X), axis=1)
-            Xc, wc = jnp.where(ok[:, None], X, 0.0), jnp.where(ok, w, 0.0)
-            return res, _criteria(Xc, wc, res, k, config.covariance_type)
+        # Clean copies of X, w as _fit_dataset makes them (padding may hold NaN).
+        ok = (w > 0) & jnp.all(jnp.isfinite(X), axis=1)
+        Xc, wc = jnp.where(ok[:, None], X, 0.0), jnp.where(ok, w, 0.0)
+        return res, _criteria(Xc, wc, res, k, config.covariance_type)
 
     return jax.vmap(one_k)(ks)
 
@@ -325,11 +324,10 @@ def _criteria_of_params(params, X, w, covariance_type, batched):
     def one(p, x, ww):
         ok = (ww > 0) & jnp.all(jnp.isfinite(x), axis=1)
         x, ww = jnp.where(ok[:, None], x, 0.0), jnp.where(ok, ww, 0.0)
-        with jax.default_matmul_precision("highest"):
-            ll, _ = e_step(x, ww, p, covariance_type)
-            k = jnp.sum(p.weights > 0)
-            res = FitResult(p, ll, 0, False, jnp.asarray(Status.CONVERGED, jnp.int32), None)
-            return _criteria(x, ww, res, k, covariance_type)
+        ll, _ = e_step(x, ww, p, covariance_type)
+        k = jnp.sum(p.weights > 0)
+        res = FitResult(p, ll, 0, False, jnp.asarray(Status.CONVERGED, jnp.int32), None)
+        return _criteria(x, ww, res, k, covariance_type)
 
     return jax.vmap(one)(params, X, w) if batched else one(params, X, w)
 

@@ -224,8 +224,7 @@ def _fit_partial_one(X, w, key, inits, config: EMConfig):
 
     def restart(k):
         Xc = jnp.where(ok[:, None], X, 0.0)
-        with jax.default_matmul_precision("highest"):
-            p0 = _engine_init(k, Xc, w, one, jnp.ones(K, bool))
+        p0 = _engine_init(k, Xc, w, one, jnp.ones(K, bool))
         p0 = GMMParams(*(p if u is None else u.astype(X.dtype) for p, u in zip(p0, inits)))
         return _fit_dataset(X, w, k, p0, one)
 
