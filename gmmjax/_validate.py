@@ -115,6 +115,17 @@ def one_dataset(X, weights):
     return X, w.astype(X.dtype)
 
 
+def pad_arrays(arrays, dtype):
+    """(B, N_max, D) zero-padded array and (B, N_max) bool mask from B arrays (N_i, D)."""
+    N = max(max(a.shape[0] for a in arrays), 1)
+    X = np.zeros((len(arrays), N, arrays[0].shape[1]), dtype)
+    mask = np.zeros((len(arrays), N), bool)
+    for i, a in enumerate(arrays):
+        X[i, : a.shape[0]] = a
+        mask[i, : a.shape[0]] = True
+    return X, mask
+
+
 def _pad_list(Xs, weights):
     arrays = [np.asarray(x) for x in Xs]
     if not arrays:
@@ -127,15 +138,11 @@ def _pad_list(Xs, weights):
     if len(D) != 1:
         raise ValueError(f"all datasets must have the same number of features, got {sorted(D)}.")
     lengths = [a.shape[0] for a in arrays]
-    N, D = max(max(lengths), 1), D.pop()
     dtype = np.result_type(*arrays)
     if not np.issubdtype(dtype, np.floating) or np.finfo(dtype).bits < 32:
         dtype = np.result_type(float)
-    X = np.zeros((len(arrays), N, D), dtype)
-    mask = np.zeros((len(arrays), N), bool)
-    for i, a in enumerate(arrays):
-        X[i, : a.shape[0]] = a
-        mask[i, : a.shape[0]] = True
+    X, mask = pad_arrays(arrays, dtype)
+    N = X.shape[1]
     w = None
     if weights is not None:
         if len(weights) != len(arrays):

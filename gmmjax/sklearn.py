@@ -68,6 +68,7 @@ from gmmjax._fit import _fit_dataset, best_restart, fit, fit_batch, status_count
 from gmmjax._init import init_params as _engine_init
 from gmmjax._select import n_parameters
 from gmmjax._types import EMConfig, GMMParams, Status, Trace
+from gmmjax._validate import pad_arrays
 
 __all__ = ["BatchGaussianMixture", "GaussianMixture"]
 
@@ -726,11 +727,7 @@ def _as_batch(Xs, mask, lengths, n_features=None):
         dtype = np.result_type(*[a.dtype for a in arrays])
         if dtype.kind != "f":
             dtype = np.dtype(np.float64)
-        X = np.zeros((len(arrays), max(max(lens), 1), Ds.pop()), dtype)
-        valid = np.zeros(X.shape[:2], bool)
-        for i, a in enumerate(arrays):
-            X[i, : lens[i]] = a
-            valid[i, : lens[i]] = True
+        X, valid = pad_arrays(arrays, dtype)
         out_lengths = lens
     else:
         if hasattr(Xs, "toarray") or hasattr(Xs, "tocsr"):
