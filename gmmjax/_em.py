@@ -35,19 +35,19 @@ def highest_precision(f):
 
 
 @highest_precision
-def weighted_log_prob(X, params: GMMParams, covariance_type: str):
-    """(N, K) log pi_k + log N(x_n | mu_k, Sigma_k)."""
-    log_gauss = log_gaussian(covariance_type, X, params.means, params.covariances)
+def weighted_log_prob(X, params: GMMParams, covariance_type: str, XX=None):
+    """(N, K) log pi_k + log N(x_n | mu_k, Sigma_k); XX: optional `moments` of X."""
+    log_gauss = log_gaussian(covariance_type, X, params.means, params.covariances, XX)
     return log_gauss + jnp.log(params.weights)[None, :]
 
 
-def e_step(X, w, params: GMMParams, covariance_type: str):
+def e_step(X, w, params: GMMParams, covariance_type: str, XX=None):
     """Returns (mean per-sample log-likelihood, (N, K) log responsibilities).
 
     The mean is weighted by ``w`` (sum w_n log p(x_n) / sum w_n); points with w = 0
     do not count. With no positive weight at all the mean is -inf.
     """
-    wlp = weighted_log_prob(X, params, covariance_type)
+    wlp = weighted_log_prob(X, params, covariance_type, XX)
     log_norm = logsumexp(wlp, axis=1)  # (N,)
     total = jnp.sum(w)
     ll = jnp.sum(jnp.where(w > 0, w * log_norm, 0.0)) / jnp.where(total > 0, total, 1.0)
@@ -56,19 +56,20 @@ def e_step(X, w, params: GMMParams, covariance_type: str):
 
 
 @highest_precision
-def m_step(X, w, resp, covariance_type: str, reg_covar: float, active) -> GMMParams:
+def m_step(X, w, resp, covariance_type: str, reg_covar: float, active, XX=None) -> GMMParams:
     """Maximum-likelihood parameters given (N, K) responsibilities, as scikit-learn.
 
     nk gets 10 * eps added (scikit-learn's guard against empty components), means
     are weighted averages, covariances come from centred data plus reg_covar.
     ``active`` (K,) bool switches component slots off (weight exactly 0, so they get
     no responsibility in the next E-step): model selection fits every K in one call.
+    ``XX``: the `moments` of X, to estimate the covariances from them.
     """
     wr = resp * w[:, None]  # (N, K)
     eps = jnp.finfo(X.dtype).eps
     nk = jnp.sum(wr, axis=0) + 10 * eps  # (K,)
     means = (wr.T @ X) / nk[:, None]
-    cov = estimate(covariance_type, X, wr, nk, means, reg_covar)
+    cov = estimate(covariance_type, X, wr, nk, means, reg_covar, XX)
     mass = jnp.where(active, nk, 0.0)
     return GMMParams(weights=mass / jnp.sum(mass), means=means, covariances=cov)
 

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmmjax import _validate
+from gmmjax import _covariance
 from gmmjax._covariance import COVARIANCE
 from gmmjax._em import e_step, highest_precision, is_degenerate, is_finite, m_step
 from gmmjax._init import init_params as _init_params
@@ -39,6 +40,7 @@ class _LoopState(NamedTuple):
     converged: jax.Array  # () bool
     failed: jax.Array  # () bool: a non-finite value appeared
     skip: jax.Array  # () bool: the dataset cannot be fitted, no iteration runs
+    amp: jax.Array  # () largest `moments_amplification` of the params so far (moments path)
     trace_ll: jax.Array  # (T,)
     trace_params: Optional[GMMParams]  # leaves (T, ...), or None
 
@@ -61,6 +63,7 @@ def _em_start(params0: GMMParams, config: EMConfig, skip) -> _LoopState:
         converged=jnp.asarray(False),
         failed=~is_finite(params0),
         skip=jnp.asarray(skip),
+        amp=jnp.asarray(0.0, dtype),
         trace_ll=jnp.full((T,), TRACE_FILL, dtype),
         trace_params=trace_params,
     )
@@ -71,17 +74,29 @@ def _em_running(s: _LoopState, config: EMConfig):
     return (s.t < config.max_iter) & ~s.converged & ~s.failed & ~s.skip
 
 
-def _em_step(X, w, s: _LoopState, config: EMConfig, active) -> _LoopState:
+def _moments(X, config: EMConfig, moments: bool):
+    """The per-point `moments` of X for the moments path, or None (centred path)."""
+    return _covariance.moments(config.covariance_type, X) if moments else None
+
+
+def _amplification(s: _LoopState, params: GMMParams, config: EMConfig, XX):
+    if XX is None:
+        return s.amp
+    return jnp.maximum(s.amp, _covariance.moments_amplification(config.covariance_type, params.means, params.covariances))
+
+
+def _em_step(X, w, s: _LoopState, config: EMConfig, active, XX=None) -> _LoopState:
     """One EM iteration of one lane: E-step on params_t, M-step to params_{t+1}.
 
     The stopping rule is scikit-learn's: iteration t (1-based) computes LL(params_{t-1})
     in its E-step, takes the M-step to params_t, and stops when
     |LL(params_{t-1}) - LL(params_{t-2})| < tol. Convergence is decided only between
     finite values. A non-finite log-likelihood or parameter stops the loop and the last
-    finite parameters are kept (failed = True).
+    finite parameters are kept (failed = True). With `moments` XX the E- and M-step use
+    them, and `amp` tracks how much precision that may cost.
     """
-    ll, log_resp = e_step(X, w, s.params, config.covariance_type)
-    new = m_step(X, w, jnp.exp(log_resp), config.covariance_type, config.reg_covar, active)
+    ll, log_resp = e_step(X, w, s.params, config.covariance_type, XX)
+    new = m_step(X, w, jnp.exp(log_resp), config.covariance_type, config.reg_covar, active, XX)
     bad_ll = ~jnp.isfinite(ll)
     bad_new = ~is_finite(new)
     # Both sides finite here whenever it matters: inf - (-inf) is never < tol.
@@ -102,29 +117,35 @@ def _em_step(X, w, s: _LoopState, config: EMConfig, active) -> _LoopState:
         prev_ll=ll,
         converged=ok & converged,
         failed=~ok,
+        amp=_amplification(s, s.params, config, XX),
         trace_ll=_write(s.trace_ll, s.t, jnp.where(bad_ll, TRACE_FILL, ll).astype(X.dtype)),
         trace_params=tp,
     )
 
 
-def _em_loop(X, w, s: _LoopState, config: EMConfig, active, stop=None) -> _LoopState:
+def _em_loop(X, w, s: _LoopState, config: EMConfig, active, stop=None, moments=False) -> _LoopState:
     """Iterates one lane while it runs (and, if given, while t < stop)."""
+    XX = _moments(X, config, moments)
 
     def cond(s):
         run = _em_running(s, config)
         return run if stop is None else run & (s.t < stop)
 
-    return jax.lax.while_loop(cond, lambda s: _em_step(X, w, s, config, active), s)
+    return jax.lax.while_loop(cond, lambda s: _em_step(X, w, s, config, active, XX), s)
 
 
-def _em_finish(X, w, s: _LoopState, config: EMConfig, active):
-    """One lane's FitResult (without restarts) from its final loop state, and `failed`.
+def _em_finish(X, w, s: _LoopState, config: EMConfig, active, moments=False):
+    """One lane's FitResult (without restarts) from its final loop state, and `risky`.
 
     The final E-step gives the log-likelihood of the returned parameters (trace entry
-    n_iter); the trace past n_iter is filled; the status is decided here.
+    n_iter); the trace past n_iter is filled; the status is decided here. ``risky``:
+    the moments path may have lost precision (see `_covariance.MOMENTS_MAX_ERROR`).
     """
     T = config.max_iter + 1
-    ll, _ = e_step(X, w, s.params, config.covariance_type)
+    XX = _moments(X, config, moments)
+    ll, _ = e_step(X, w, s.params, config.covariance_type, XX)
+    amp = _amplification(s, s.params, config, XX)
+    risky = amp * jnp.finfo(X.dtype).eps > _covariance.MOMENTS_MAX_ERROR
     failed = s.failed | ~jnp.isfinite(ll)
     ll = jnp.where(jnp.isfinite(ll), ll, -jnp.inf)
     idx = jnp.arange(T)
@@ -144,13 +165,13 @@ def _em_finish(X, w, s: _LoopState, config: EMConfig, active):
         jnp.where(degenerate, Status.DEGENERATE, jnp.where(s.converged, Status.CONVERGED, Status.MAX_ITER)),
     ).astype(jnp.int32)
     trace = None if config.trace is None else Trace(trace_ll, tp)
-    return FitResult(s.params, ll, s.t, s.converged, status, trace), failed
+    return FitResult(s.params, ll, s.t, s.converged, status, trace), risky
 
 
-def _em(X, w, params0: GMMParams, config: EMConfig, skip, active):
-    """EM from params0 for one dataset and one restart: (FitResult, failed)."""
-    s = _em_loop(X, w, _em_start(params0, config, skip), config, active)
-    return _em_finish(X, w, s, config, active)
+def _em(X, w, params0: GMMParams, config: EMConfig, skip, active, moments=False):
+    """EM from params0 for one dataset and one restart: (FitResult, risky)."""
+    s = _em_loop(X, w, _em_start(params0, config, skip), config, active, moments=moments)
+    return _em_finish(X, w, s, config, active, moments)
 
 
 class _Prepared(NamedTuple):
@@ -238,10 +259,15 @@ def best_restart(status, log_likelihood):
     return jnp.argmax(score)
 
 
-def _select(results: FitResult, failed, prep: _Prepared, config: EMConfig) -> FitResult:
-    """The best restart of one dataset (leaves of ``results`` have a leading restart axis)."""
+def _select(results: FitResult, risky, prep: _Prepared, config: EMConfig):
+    """The best restart of one dataset (leaves of ``results`` have a leading restart axis).
+
+    Returns (FitResult, risky): ``risky`` says that the result may have lost precision
+    on the moments path (the kept restart's, or with keep_restarts any restart's).
+    """
     results = _unshift(results, prep.shift)
     best = best_restart(results.status, results.log_likelihood)
+    risky = ~prep.skip & (jnp.any(risky) if config.keep_restarts else risky[best])
     res = jax.tree_util.tree_map(lambda a: a[best], results)
 
     # Datasets that cannot be fitted: finite placeholders and their own status.
@@ -279,26 +305,48 @@ def _select(results: FitResult, failed, prep: _Prepared, config: EMConfig) -> Fi
     if config.keep_restarts:
         # Each restart's leaves carry a leading (n_init,) axis; placeholders broadcast.
         restarts = jax.vmap(unfitted)(results)
-    return unfitted(res)._replace(restarts=restarts)
+    return unfitted(res)._replace(restarts=restarts), risky
 
 
-def _fit_dataset(X, w, key, init, config: EMConfig, n_active=None) -> FitResult:
+def _fit_dataset(X, w, key, init, config: EMConfig, n_active=None, moments=False):
     """One dataset: sanitise, run the restarts in parallel (vmap), keep the best.
 
     ``n_active`` (a traced int, default config.n_components) fits only the first
     n_active component slots; the others get weight 0 (model selection over K).
+    Returns (FitResult, risky); ``moments`` (static) runs the moments path, and
+    ``risky`` is always False without it.
     """
     prep = _prepare(X, w, config, n_active)
 
     def restart(k):
         params0 = _start_params(prep, k, init, config)
-        return _em(prep.X, prep.w, params0, config, prep.skip, prep.active)
+        return _em(prep.X, prep.w, params0, config, prep.skip, prep.active, moments)
 
-    results, failed = jax.vmap(restart)(_restart_keys(key, init, config))
-    return _select(results, failed, prep, config)
+    results, risky = jax.vmap(restart)(_restart_keys(key, init, config))
+    return _select(results, risky, prep, config)
 
 
-def _fit_compacted(X, w, key, init, config: EMConfig, capacity: int, round_iter: int) -> FitResult:
+def _use_moments(X, config: EMConfig) -> bool:
+    """Static: the moments path pays for this covariance type and number of features."""
+    return _covariance.uses_moments(config.covariance_type, X.shape[-1])
+
+
+def _redo_risky(res: FitResult, risky, refit) -> FitResult:
+    """res with the fits flagged ``risky`` (B,) replaced by refit(idx), the centred path's
+    fits of datasets idx. On the host, after the call: the centred path is compiled
+    and run only when some fit needs it, for those datasets only (their number padded
+    to a power of two, so that few shapes compile)."""
+    flags = np.asarray(risky)
+    if not flags.any():
+        return res
+    idx = np.flatnonzero(flags)
+    n = idx.size
+    padded = np.concatenate([idx, np.full((1 << (n - 1).bit_length()) - n, idx[0])])
+    sub = refit(padded)
+    return jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b[:n]), res, sub)
+
+
+def _fit_compacted(X, w, key, init, config: EMConfig, capacity: int, round_iter: int, moments=False):
     """All datasets' restarts as one pool of lanes, compacted between rounds.
 
     Under a plain vmap every lane of the while_loop runs until the slowest lane has
@@ -306,6 +354,7 @@ def _fit_compacted(X, w, key, init, config: EMConfig, capacity: int, round_iter:
     stops after a handful). Here each round gathers up to ``capacity`` running lanes
     (with their datasets), runs at most ``round_iter`` iterations on them and scatters
     them back, until no lane runs. The per-lane math is the same functions as `fit`.
+    Returns (FitResult, risky) as `_fit_dataset`, with a leading (B,) axis.
     """
     B = X.shape[0]
     prep = jax.vmap(lambda x, ww: _prepare(x, ww, config, None))(X, w)
@@ -328,7 +377,7 @@ def _fit_compacted(X, w, key, init, config: EMConfig, capacity: int, round_iter:
         idx = jnp.argsort(~running(lanes), stable=True)[:capacity]
         sub = jax.tree_util.tree_map(lambda a: a[idx], lanes)
         d = dataset[idx]
-        sub = jax.vmap(lambda x, ww, a, s: _em_loop(x, ww, s, config, a, stop=s.t + round_iter))(
+        sub = jax.vmap(lambda x, ww, a, s: _em_loop(x, ww, s, config, a, stop=s.t + round_iter, moments=moments))(
             prep.X[d], prep.w[d], prep.active[d], sub
         )
         return jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b), lanes, sub)
@@ -337,10 +386,10 @@ def _fit_compacted(X, w, key, init, config: EMConfig, capacity: int, round_iter:
     state = jax.tree_util.tree_map(lambda a: a.reshape((B, R) + a.shape[1:]), lanes)
 
     def finish(p, s):
-        return jax.vmap(lambda s1: _em_finish(p.X, p.w, s1, config, p.active))(s)
+        return jax.vmap(lambda s1: _em_finish(p.X, p.w, s1, config, p.active, moments))(s)
 
-    results, failed = jax.vmap(finish)(prep, state)
-    return jax.vmap(lambda r, f, p: _select(r, f, p, config))(results, failed, prep)
+    results, risky = jax.vmap(finish)(prep, state)
+    return jax.vmap(lambda r, f, p: _select(r, f, p, config))(results, risky, prep)
 
 
 #: Working set of one chunk of datasets, in bytes, by JAX backend: on a CPU a chunk
@@ -380,18 +429,22 @@ def default_compaction(lanes: int, config: EMConfig, backend: str | None = None)
     return (max(COMPACT_MIN_LANES // 16, -(-lanes // 16)), 4)
 
 
-def _fit_batch(X, w, key, init, config: EMConfig, chunk: int | None = None, compact=None) -> FitResult:
+def _fit_batch(X, w, key, init, config: EMConfig, chunk: int | None = None, compact=None, moments=None):
     """Datasets via vmap: X (B, N, D), w (B, N), key (B,), init leaves (B, ...) or None.
 
     With ``chunk`` < B the datasets run ``chunk`` at a time, the chunks one after
     another under lax.map, in one compiled call. The batch is padded to a multiple of
     ``chunk`` with empty datasets (weight 0: not fitted, cheap). With ``compact`` =
-    (capacity, round_iter) each chunk runs as `_fit_compacted`.
+    (capacity, round_iter) each chunk runs as `_fit_compacted`. ``moments``: the
+    moments path (None: where `_use_moments`). Returns (FitResult, risky (B,)).
     """
+    if moments is None:
+        moments = _use_moments(X, config)
+
     def fit_many(x, ww, k, i):
         if compact is not None:
-            return _fit_compacted(x, ww, k, i, config, *compact)
-        return jax.vmap(lambda *a: _fit_dataset(*a, config))(x, ww, k, i)
+            return _fit_compacted(x, ww, k, i, config, *compact, moments=moments)
+        return jax.vmap(lambda *a: _fit_dataset(*a, config, moments=moments))(x, ww, k, i)
 
     B = X.shape[0]
     if chunk is None or chunk >= B:
@@ -414,8 +467,22 @@ def _fit_batch(X, w, key, init, config: EMConfig, chunk: int | None = None, comp
     return jax.tree_util.tree_map(lambda a: a.reshape((n * chunk,) + a.shape[2:])[:B], res)
 
 
-_fit_jit = jax.jit(_fit_dataset, static_argnames=("config",))
-_fit_batch_jit = jax.jit(_fit_batch, static_argnames=("config", "chunk", "compact"))
+_fit_jit = jax.jit(_fit_dataset, static_argnames=("config", "moments"))
+_fit_batch_engine = jax.jit(_fit_batch, static_argnames=("config", "chunk", "compact", "moments"))
+
+
+def _fit_batch_jit(X, w, key, init, *, config: EMConfig, chunk: int | None = None, compact=None) -> FitResult:
+    """The compiled `_fit_batch`, then the centred path for every fit that needs it."""
+    res, risky = _fit_batch_engine(X, w, key, init, config=config, chunk=chunk, compact=compact)
+
+    def refit(idx):
+        sub_init = jax.tree_util.tree_map(lambda a: a[idx], init)
+        n = idx.size
+        return _fit_batch_engine(
+            X[idx], w[idx], key[idx], sub_init, config=config, chunk=min(chunk or n, n), moments=False
+        )[0]
+
+    return _redo_risky(res, risky, refit)
 
 
 def fit(X, config: EMConfig, *, key=None, weights=None, init_params: GMMParams | None = None) -> FitResult:
@@ -444,7 +511,11 @@ def fit(X, config: EMConfig, *, key=None, weights=None, init_params: GMMParams |
     X, w = _validate.one_dataset(X, weights)
     key = _validate.key_for(key, init_params, batch=None)
     init = _validate.init_params(init_params, config, X.shape[1], X.dtype, batch=None)
-    return _fit_jit(X, w, key, init, config=config)
+    moments = _use_moments(X, config)
+    res, risky = _fit_jit(X, w, key, init, config=config, moments=moments)
+    if moments and bool(risky):  # precision lost on the moments path: the centred path
+        res, _ = _fit_jit(X, w, key, init, config=config, moments=False)
+    return res
 
 
 def fit_batch(

@@ -74,7 +74,7 @@ def _select_dataset(X, w, key, ks, config: EMConfig):
     """One dataset, every K in ``ks`` (vmap): FitResult leaves (len(ks), ...), (len(ks), 3)."""
 
     def one_k(k):
-        res = _fit_dataset(X, w, key, None, config, k)
+        res, _ = _fit_dataset(X, w, key, None, config, k)
         # Clean copies of X, w as _fit_dataset makes them (padding may hold NaN).
         ok = (w > 0) & jnp.all(jnp.isfinite(X), axis=1)
         Xc, wc = jnp.where(ok[:, None], X, 0.0), jnp.where(ok, w, 0.0)

@@ -227,7 +227,7 @@ def _fit_partial_one(X, w, key, inits, config: EMConfig):
         Xc = jnp.where(ok[:, None], X, 0.0)
         p0 = _engine_init(k, Xc, w, one, jnp.ones(K, bool))
         p0 = GMMParams(*(p if u is None else u.astype(X.dtype) for p, u in zip(p0, inits)))
-        return _fit_dataset(X, w, k, p0, one)
+        return _fit_dataset(X, w, k, p0, one)[0]
 
     res = jax.vmap(restart)(jax.random.split(key, config.n_init))
     best = jax.tree_util.tree_map(lambda a: a[best_restart(res.status, res.log_likelihood)], res)

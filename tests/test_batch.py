@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import gmmjax
-from gmmjax._fit import _fit_batch_jit
+from gmmjax._fit import _fit_batch_engine, _fit_batch_jit
 
 CONFIG = gmmjax.EMConfig(3, n_init=3, max_iter=60, trace="params")
 
@@ -91,10 +91,10 @@ def test_second_call_does_not_recompile(rng):
     Xs = _datasets(rng)
     config = gmmjax.EMConfig(2, max_iter=7)
     gmmjax.fit_batch(Xs, config, key=jax.random.key(0))
-    size = _fit_batch_jit._cache_size()
+    size = _fit_batch_engine._cache_size()
     other = [x + 1.0 for x in Xs]  # same shapes, new values and key
     gmmjax.fit_batch(other, config, key=jax.random.key(1))
-    assert _fit_batch_jit._cache_size() == size
+    assert _fit_batch_engine._cache_size() == size
 
 
 @pytest.mark.parametrize("chunk_size", [1, 3])

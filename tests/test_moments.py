@@ -1,0 +1,128 @@
+"""The moments path (`gmmjax._covariance.moments`): same EM, and the centred path
+wherever it could lose precision."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.mixture import GaussianMixture
+
+import gmmjax
+from gmmjax import _covariance, _fit
+from gmmjax._em import e_step, m_step
+from conftest import blobs
+
+TYPES = ["full", "diag", "spherical", "tied"]
+
+
+def _precisions(cov, covariance_type):
+    return np.linalg.inv(cov) if covariance_type in ("full", "tied") else 1.0 / cov
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_moment_formulas_equal_centred_ones(covariance_type):
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(rng.normal(size=(300, 5)) * np.array([1.0, 2.0, 0.5, 1.0, 3.0]))
+    w = jnp.asarray(rng.uniform(0.5, 2.0, 300))
+    resp = jnp.asarray(rng.dirichlet(np.ones(3), size=300))
+    active = jnp.ones(3, bool)
+    XX = _covariance.moments(covariance_type, X)
+    centred = m_step(X, w, resp, covariance_type, 1e-6, active)
+    moment = m_step(X, w, resp, covariance_type, 1e-6, active, XX)
+    np.testing.assert_allclose(moment.covariances, centred.covariances, rtol=1e-12, atol=1e-14)
+    ll_c, lr_c = e_step(X, w, centred, covariance_type)
+    ll_m, lr_m = e_step(X, w, centred, covariance_type, XX)
+    np.testing.assert_allclose(ll_m, ll_c, rtol=1e-13)
+    np.testing.assert_allclose(lr_m, lr_c, atol=1e-11)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_moments_path_matches_sklearn_from_same_start(covariance_type):
+    """With 8 features every covariance type runs on the moments path."""
+    X = blobs(np.random.default_rng(3), n=(150, 100, 120), D=8, spread=2.0)
+    assert _covariance.uses_moments(covariance_type, X.shape[1])
+    K, tol, reg = 3, 1e-6, 1e-5
+    config = gmmjax.EMConfig(K, covariance_type=covariance_type, init="random_from_data", tol=tol, max_iter=0, reg_covar=reg)
+    p0 = gmmjax.fit(X, config, key=jax.random.key(3)).params
+    sk = GaussianMixture(
+        K, covariance_type=covariance_type, tol=tol, reg_covar=reg, max_iter=500,
+        weights_init=np.asarray(p0.weights), means_init=np.asarray(p0.means),
+        precisions_init=_precisions(np.asarray(p0.covariances), covariance_type),
+    ).fit(X)
+    res = gmmjax.fit(X, dataclasses.replace(config, max_iter=500), init_params=p0)
+    assert sk.n_iter_ > 2 and int(res.n_iter) == sk.n_iter_
+    for got, want in ((res.params.means, sk.means_), (res.params.covariances, sk.covariances_)):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(float(res.log_likelihood), sk.score(X), rtol=1e-10)
+
+
+def test_amplification_measures_distance_in_component_widths():
+    D = 4
+    unit = jnp.eye(D)[None]
+    at_centre = _covariance.moments_amplification("full", jnp.zeros((1, D)), unit)
+    far = _covariance.moments_amplification("full", jnp.full((1, D), 30.0), unit)
+    narrow_far = _covariance.moments_amplification("full", jnp.full((1, D), 30.0), 1e-4 * unit)
+    assert float(at_centre) == pytest.approx(1.0)
+    assert float(far) == pytest.approx(31.0**2)
+    assert float(narrow_far) == pytest.approx((1 + 30 / 1e-2) ** 2, rel=1e-5)
+    for ct, cov in (("diag", jnp.ones((1, D))), ("spherical", jnp.ones((1,)))):
+        assert float(_covariance.moments_amplification(ct, jnp.full((1, D), 30.0), cov)) == pytest.approx(31.0**2)
+
+
+def _spike_data(rng, far):
+    """float32, 8 features: a wide cluster and a narrow one `far` of its widths away."""
+    wide = rng.normal(size=(300, 8))
+    narrow = 3.0 + 1e-3 * rng.normal(size=(100, 8)) if far else 3.0 + 0.5 * rng.normal(size=(100, 8))
+    return np.concatenate([wide, narrow]).astype(np.float32)
+
+
+def _centred_fit(X, config, key):
+    X, w = jnp.asarray(X), jnp.ones(X.shape[0], X.dtype)
+    res, risky = _fit._fit_jit(X, w, key, None, config=config, moments=False)
+    assert not bool(risky)
+    return res
+
+
+def test_a_fit_that_could_lose_precision_is_redone_on_the_centred_path():
+    rng = np.random.default_rng(0)
+    X = _spike_data(rng, far=True)
+    config = gmmjax.EMConfig(2, n_init=2, max_iter=30)
+    key = jax.random.key(0)
+    _, risky = _fit._fit_jit(jnp.asarray(X), jnp.ones(400, np.float32), key, None, config=config, moments=True)
+    assert bool(risky)  # the narrow cluster sits ~3000 of its widths from the centre
+    got = gmmjax.fit(X, config, key=key)
+    want = _centred_fit(X, config, key)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_safe_float32_fit_stays_on_the_moments_path_and_agrees_with_float64():
+    rng = np.random.default_rng(1)
+    X = _spike_data(rng, far=False)
+    config = gmmjax.EMConfig(2, max_iter=10, tol=0.0)  # no convergence test to round
+    key = jax.random.key(0)
+    _, risky = _fit._fit_jit(jnp.asarray(X), jnp.ones(400, np.float32), key, None, config=config, moments=True)
+    assert not bool(risky)
+    p0 = gmmjax.fit(X.astype(np.float64), dataclasses.replace(config, max_iter=0), key=key).params
+    got = gmmjax.fit(X, config, init_params=jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), p0))
+    want = gmmjax.fit(X.astype(np.float64), config, init_params=p0)
+    assert int(got.n_iter) == int(want.n_iter)
+    np.testing.assert_allclose(got.params.covariances, want.params.covariances, rtol=1e-3, atol=1e-5)
+
+
+def test_batch_redoes_only_the_risky_datasets():
+    rng = np.random.default_rng(2)
+    Xs = np.stack([_spike_data(rng, far=f) for f in (False, True, False, False, True)])
+    config = gmmjax.EMConfig(2, max_iter=30)
+    keys = jax.random.split(jax.random.key(5), 5)
+    got = gmmjax.fit_batch(Xs, config, key=keys)
+    for i, far in enumerate((False, True, False, False, True)):
+        one = gmmjax.fit(Xs[i], config, key=keys[i])  # its own fit: moments, or redone
+        mine = jax.tree_util.tree_map(lambda a: a[i], got)
+        if far:  # exactly the centred fit
+            for a, b in zip(jax.tree_util.tree_leaves(mine), jax.tree_util.tree_leaves(_centred_fit(Xs[i], config, keys[i]))):
+                np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(mine.params.means, one.params.means, rtol=1e-5, atol=1e-6)
+        assert int(mine.n_iter) == int(one.n_iter)
