@@ -217,9 +217,9 @@ def _prepare(X, w, config: EMConfig, n_active) -> _Prepared:
     )
 
 
-def _start_params(prep: _Prepared, key, init, config: EMConfig) -> GMMParams:
+def _start_params(prep: _Prepared, key, init, config: EMConfig, moments=False) -> GMMParams:
     if init is None:
-        return _init_params(key, prep.X, prep.w, config, prep.active)
+        return _init_params(key, prep.X, prep.w, config, prep.active, _moments(prep.X, config, moments))
     return init._replace(means=init.means - prep.shift)
 
 
@@ -319,7 +319,7 @@ def _fit_dataset(X, w, key, init, config: EMConfig, n_active=None, moments=False
     prep = _prepare(X, w, config, n_active)
 
     def restart(k):
-        params0 = _start_params(prep, k, init, config)
+        params0 = _start_params(prep, k, init, config, moments)
         return _em(prep.X, prep.w, params0, config, prep.skip, prep.active, moments)
 
     results, risky = jax.vmap(restart)(_restart_keys(key, init, config))
@@ -363,7 +363,7 @@ def _fit_compacted(X, w, key, init, config: EMConfig, capacity: int, round_iter:
 
     def starts(p, ks, i):
         def one(k):
-            return _em_start(_start_params(p, k, i, config), config, p.skip)
+            return _em_start(_start_params(p, k, i, config, moments), config, p.skip)
 
         return jax.vmap(one)(ks)
 

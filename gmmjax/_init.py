@@ -147,14 +147,14 @@ def _nearest(X, centers, active):
 
 
 @highest_precision
-def init_params(key, X, w, config: EMConfig, active) -> GMMParams:
+def init_params(key, X, w, config: EMConfig, active, XX=None) -> GMMParams:
     """Initial GMMParams from ``config.init``.
 
     Seed-based methods assign every point to its nearest seed and take one M-step
     (scikit-learn puts only the seeds themselves in the first M-step, which starts
     every component at width reg_covar); "random" takes the M-step of uniform random
     responsibilities, as scikit-learn. Slots with ``active`` (K,) False get no data
-    and weight 0.
+    and weight 0. ``XX``: the `moments` of X, for an M-step on the moments path.
     """
     K = config.n_components
     if config.init == "random":
@@ -169,4 +169,4 @@ def init_params(key, X, w, config: EMConfig, active) -> GMMParams:
             if config.init == "kmeans":
                 centers = lloyd(X, w, centers, active)
         resp = jax.nn.one_hot(_nearest(X, centers, active), K, dtype=X.dtype)
-    return m_step(X, w, resp, config.covariance_type, config.reg_covar, active)
+    return m_step(X, w, resp, config.covariance_type, config.reg_covar, active, XX)
