@@ -9,7 +9,8 @@ the engine's execution variants, which change speed but not results:
   the one-feature elementwise path);
 - ``plain``: one vmap over the whole batch, no compaction;
 - ``compact C/R``: lane compaction with capacity C lanes and R iterations a round;
-- ``no-1d`` / ``1d``: W1 with the one-feature path forced off / on.
+- ``no-1d`` / ``1d``: W1 with the one-feature path forced off / on;
+- ``centred``: the default with the moments path off (W3: 8 features, full).
 
 Each variant: the first call (compile + run) and the median of ``--repeats`` warm
 runs; the mean log-likelihood and the iteration counts show that every variant did
@@ -50,7 +51,9 @@ def _parse_variants(spec, w, lanes):
     """"plain;compact:8:8;..." -> variants (compact:F:R = capacity L/F, R iterations a round)."""
     out = []
     for item in spec.split(";"):
-        if item == "plain":
+        if item == "centred":
+            out.append(("centred path (moments off)", dict(chunk=w.B, compact=None), "centred"))
+        elif item == "plain":
             out.append(("plain", dict(chunk=w.B, compact=None), None))
         else:
             _, frac, r = item.split(":")
@@ -70,6 +73,8 @@ def _variants(w, lanes, config, backend):
         out.append((f"compact L/{frac}, {r} it", dict(chunk=B, compact=(cap, r)), None))
     if w.D == 1:
         out.append(("default, 1-D path off", dict(chunk=min(chunk, B), compact=comp), False))
+    if _covariance.uses_moments(config.covariance_type, w.D):
+        out.append(("default, centred path (moments off)", dict(chunk=min(chunk, B), compact=comp), "centred"))
     return out
 
 
@@ -92,7 +97,12 @@ def main(argv=None):
         keys = jax.random.split(jax.random.key(0), w.B)
         lanes = w.B * w.n_init
         variants = _variants(w, lanes, config, backend) if args.variants is None else _parse_variants(args.variants, w, lanes)
+        moments_min_d = dict(_covariance.MOMENTS_MIN_D)
         for name, kw, one_d in variants:
+            _covariance.MOMENTS_MIN_D.update(moments_min_d)
+            if one_d == "centred":
+                _covariance.MOMENTS_MIN_D.update(dict.fromkeys(moments_min_d))
+                one_d = None
             _covariance.ONE_D_PATH = "auto" if one_d is None else one_d
             jax.clear_caches()
             fn = lambda: _fit_batch_jit(X, wts, keys, None, config=config, **kw)  # noqa: E731
@@ -107,6 +117,7 @@ def main(argv=None):
             rows.append(row)
             print(f"{w.name:4s} {name:22s} first {first:8.3f} s  warm {warm * 1e3:9.1f} ms  "
                   f"mean LL {row['mean_ll']:.6f}  n_iter med/max {row['n_iter_median']:.0f}/{row['n_iter_max']}", flush=True)
+        _covariance.MOMENTS_MIN_D.update(moments_min_d)
     _covariance.ONE_D_PATH = "auto"
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
