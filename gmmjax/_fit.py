@@ -519,7 +519,16 @@ def fit(X, config: EMConfig, *, key=None, weights=None, init_params: GMMParams |
 
 
 def fit_batch(
-    Xs, config: EMConfig, *, key=None, mask=None, weights=None, init_params=None, chunk_size: int | None = None
+    Xs,
+    config: EMConfig,
+    *,
+    key=None,
+    mask=None,
+    weights=None,
+    init_params=None,
+    chunk_size: int | None = None,
+    block_size: int | None = None,
+    progress: bool = False,
 ) -> FitResult:
     """Fits one Gaussian mixture per dataset, all datasets in one compiled call.
 
@@ -536,10 +545,21 @@ def fit_batch(
       chunk_size: datasets run side by side under vmap; chunks run one after another
         in the same compiled call. Default: `default_chunk_size` (cache-sized on a
         CPU, memory-sized on a GPU). It changes speed, not results (beyond rounding).
+      block_size: datasets sent to the device at a time: the batch runs as blocks of
+        this many datasets, one compiled call each (the same compilation for all), and
+        only one block's data and results are on the device at a time; a host array
+        (numpy, ``np.memmap``) is read block by block. Default: blocks only where the
+        batch does not fit `gmmjax._blocks.memory_budget` (free device memory; host RAM
+        on a CPU), or with ``progress``. It changes memory use, not results (beyond
+        rounding).
+      progress: show a tqdm progress bar of the datasets done, block by block (needs
+        ``pip install "gmmjax[progress]"``).
 
     Returns:
       A `FitResult` whose leaves all have a leading (B,) axis. Dataset i equals
-      ``fit(Xs[i][mask[i]], config, key=split(key, B)[i])`` up to rounding.
+      ``fit(Xs[i][mask[i]], config, key=split(key, B)[i])`` up to rounding. With blocks
+      the leaves are gathered in host memory and become JAX arrays on the default
+      device once, at the end, as without blocks.
 
     Example:
       >>> import jax, numpy as np, gmmjax
@@ -549,7 +569,15 @@ def fit_batch(
       >>> res.status.shape
       (3,)
     """
+    from gmmjax import _blocks  # the host-side block driver (it imports this module)
+
     _validate.check_config_type(config)
+    blocks = _blocks.plan(
+        Xs, config, key=key, mask=mask, weights=weights, init_params=init_params,
+        chunk_size=chunk_size, block_size=block_size, progress=progress,
+    )
+    if blocks is not None:
+        return blocks.run()
     X, w = _validate.batch(Xs, mask, weights)
     B = X.shape[0]
     key = _validate.key_for(key, init_params, batch=B)

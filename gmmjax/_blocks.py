@@ -1,0 +1,381 @@
+"""Very large batches: `fit_batch` one block of datasets at a time, from host memory.
+
+One call of the engine (`_fit.py`) needs the whole (B, N, D) input, the trace buffers of
+its outputs and its working set on the device at once. Here a batch is cut into blocks
+of datasets on the host, and each block is one call of the same compiled engine:
+
+- only one block is on the device at a time: host input (numpy, `np.memmap`) is read
+  block by block, and each block's results are copied back to host memory before the
+  next block is sent;
+- every block has the same shape (the last is padded with empty datasets, weight 0;
+  ragged lists are padded per block to the longest dataset of the batch): one
+  compilation for all blocks;
+- dataset i keeps the key ``jax.random.split(key, B)[i]``, so its result is the one of
+  the one-call `fit_batch` (up to rounding: only the vmap width can differ);
+- a tqdm bar counts the datasets done, block by block.
+
+    memory_budget      bytes a block may use: free device memory, host RAM on a CPU
+    dataset_bytes      the per-dataset estimate blocks are sized with
+    block_size_for     the largest block that fits a budget
+    plan               fit_batch's decision: None (one call) or a `Blocks` to run
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gmmjax import _validate
+from gmmjax._covariance import COVARIANCE
+from gmmjax._fit import _fit_batch_jit, default_chunk_size, default_compaction
+from gmmjax._types import EMConfig, FitResult
+
+#: Share of the free memory that one block may take: XLA's temporaries, allocator
+#: fragmentation and the host's own copies are not in `dataset_bytes`.
+BUDGET_FRACTION = 0.5
+#: The budget where neither the device nor the operating system reports free memory.
+FALLBACK_BUDGET = 2 << 30
+#: With ``progress=True`` and no ``block_size``: about this many updates of the bar
+#: (blocks are never smaller than one chunk of the engine).
+PROGRESS_UPDATES = 100
+
+_TQDM_MISSING = 'progress=True needs tqdm: pip install "gmmjax[progress]" (or pip install tqdm).'
+
+
+def _host_available_bytes() -> Optional[int]:
+    """Free host RAM in bytes (Linux MemAvailable, else free pages), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_budget(device=None) -> int:
+    """Bytes one block of `fit_batch` may use on ``device`` (default: JAX's first device).
+
+    `BUDGET_FRACTION` of the free memory: ``bytes_limit - bytes_in_use`` from
+    ``device.memory_stats()`` on a GPU or TPU; on a CPU (no memory stats), the free host
+    RAM; `FALLBACK_BUDGET` where neither is known.
+    """
+    device = jax.devices()[0] if device is None else device
+    free = None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # backends without memory statistics raise or return None
+        stats = None
+    if stats and "bytes_limit" in stats:
+        free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    elif device.platform == "cpu":
+        free = _host_available_bytes()
+    if free is None or free <= 0:
+        return FALLBACK_BUDGET
+    return int(free * BUDGET_FRACTION)
+
+
+class DatasetBytes(NamedTuple):
+    """Bytes per dataset, the estimate that blocks are sized with."""
+
+    input: int  # X (N, D) and its weights (N,) on the device
+    result: int  # the FitResult of one dataset: parameters, scalars, trace (and restarts)
+    engine: int  # the engine's working set for one dataset (all its restarts)
+
+
+def dataset_bytes(N: int, D: int, config: EMConfig, itemsize: int, restarts: int) -> DatasetBytes:
+    """Per-dataset bytes of a block: input, result, engine working set.
+
+    The working set is `default_chunk_size`'s estimate: the (N, K, D) temporaries of an
+    E- or M-step and the trace buffers, for every restart.
+    """
+    K, T = config.n_components, config.max_iter + 1
+    params = K + K * D + math.prod(COVARIANCE[config.covariance_type].shape(K, D))
+    trace = 0 if config.trace is None else T * (1 + (params if config.trace == "params" else 0))
+    result = params + 4 + trace  # log_likelihood, n_iter, converged, status
+    if config.keep_restarts:
+        result *= 1 + restarts
+    return DatasetBytes(
+        input=N * (D + 1) * itemsize,
+        result=result * itemsize,
+        engine=restarts * (N * K * (D + 1) + trace) * itemsize,
+    )
+
+
+def block_size_for(budget: int, chunk: int, per: DatasetBytes) -> tuple[int, int]:
+    """(block, chunk): the most datasets a block can hold within ``budget`` bytes.
+
+    A block holds its input and results twice (the engine pads and reshapes them) plus
+    one chunk's working set (the chunks of a block run one after another). The block is
+    a multiple of ``chunk``; where not even one chunk fits, the chunk shrinks with it.
+    """
+    stored = 2 * (per.input + per.result)
+    block = (budget - chunk * per.engine) // max(stored, 1)
+    if block >= chunk:
+        return int(block // chunk * chunk), chunk
+    block = max(1, budget // max(stored + per.engine, 1))
+    return int(block), int(block)
+
+
+class _Source(NamedTuple):
+    """A batch as fit_batch received it, read one block at a time."""
+
+    B: int
+    N: int
+    D: int
+    dtype: np.dtype  # of the data as given (`_compute_dtype` gives the one computed in)
+    rows: Callable  # (start, stop, size, dtype) -> (X, mask, weights), `size` rows
+    weights: Callable  # () -> iterator over host blocks of the weights (for the value check)
+
+
+def _compute_dtype(dtype) -> np.dtype:
+    """The dtype `_validate` computes data of ``dtype`` in (without its warning)."""
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.floating) or np.finfo(dtype).bits < 32:
+        dtype = np.dtype(jnp.result_type(float))
+    if dtype == np.float64 and not jax.config.jax_enable_x64:
+        dtype = np.dtype(np.float32)
+    return dtype
+
+
+def _take(a, start: int, stop: int, size: int, dtype=None):
+    """Rows start:stop of ``a``, zero-padded to ``size`` rows. A jax.Array stays on its
+    device; anything else (numpy, np.memmap, nested lists) is read into host memory."""
+    pad = size - (stop - start)
+    if isinstance(a, jax.Array):
+        part = a[start:stop]
+        if pad:
+            part = jnp.concatenate([part, jnp.zeros((pad,) + part.shape[1:], part.dtype)])
+        return part
+    part = np.asarray(a[start:stop], dtype)
+    if pad:
+        part = np.concatenate([part, np.zeros((pad,) + part.shape[1:], part.dtype)])
+    return part
+
+
+def _shape(a):
+    return tuple(a.shape) if hasattr(a, "shape") else np.shape(a)
+
+
+def _array_source(Xs, mask, weights) -> Optional[_Source]:
+    """A (B, N, D) or (B, N) array-like, sliced block by block; None if malformed."""
+    if not (hasattr(Xs, "shape") and hasattr(Xs, "dtype")):
+        Xs = np.asarray(Xs)
+    shape = tuple(Xs.shape)
+    if len(shape) not in (2, 3) or shape[0] == 0 or (len(shape) == 3 and shape[2] == 0):
+        return None
+    B, N = shape[:2]
+    D = shape[2] if len(shape) == 3 else 1
+    if any(a is not None and _shape(a) != (B, N) for a in (mask, weights)):
+        return None
+
+    def rows(start, stop, size, dtype):
+        X = _take(Xs, start, stop, size, dtype)
+        m = None if mask is None else _take(mask, start, stop, size, bool)
+        w = None if weights is None else _take(weights, start, stop, size)
+        if m is None and w is None and size > stop - start:  # padded datasets are empty
+            m = np.broadcast_to((np.arange(size) < stop - start)[:, None], (size, N))
+        return X.reshape(X.shape[:2] + (D,)), m, w
+
+    def weight_blocks(step=4096):
+        for start in range(0, B, step):
+            yield np.asarray(weights[start : start + step])
+
+    return _Source(B, N, D, np.dtype(Xs.dtype), rows, weight_blocks)
+
+
+def _list_source(Xs, mask, weights) -> Optional[_Source]:
+    """A list of (N_i, D) or (N_i,) arrays, padded block by block; None if malformed."""
+    if mask is not None or not Xs:
+        return None
+    arrays = [np.asarray(x) for x in Xs]
+    arrays = [a[:, None] if a.ndim == 1 else a for a in arrays]
+    if any(a.ndim != 2 for a in arrays) or len({a.shape[1] for a in arrays}) != 1:
+        return None
+    lengths = [a.shape[0] for a in arrays]
+    if weights is not None:
+        weights = [np.asarray(w) for w in weights]
+        if len(weights) != len(arrays) or any(w.shape != (n,) for w, n in zip(weights, lengths)):
+            return None
+    B, N, D = len(arrays), max(max(lengths), 1), arrays[0].shape[1]
+    dtype = np.result_type(*{a.dtype for a in arrays})
+    if not np.issubdtype(dtype, np.floating) or np.finfo(dtype).bits < 32:
+        dtype = np.result_type(float)
+
+    def rows(start, stop, size, dtype):
+        # pad_arrays pads to the longest dataset of this block: widen to the batch's.
+        part, m = _validate.pad_arrays(arrays[start:stop], dtype)
+        X = np.zeros((size, N, D), dtype)
+        mask = np.zeros((size, N), bool)
+        X[: stop - start, : part.shape[1]] = part
+        mask[: stop - start, : m.shape[1]] = m
+        w = None
+        if weights is not None:
+            w = np.zeros((size, N), dtype)
+            for i, wi in enumerate(weights[start:stop]):
+                w[i, : wi.shape[0]] = wi
+        return X, mask, w
+
+    def weight_blocks():
+        return iter(weights)
+
+    return _Source(B, N, D, np.dtype(dtype), rows, weight_blocks)
+
+
+def _tqdm():
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as e:
+        raise ImportError(_TQDM_MISSING) from e
+    return tqdm
+
+
+def check_block_args(block_size, progress) -> None:
+    """ValueErrors for fit_batch's ``block_size`` and ``progress``."""
+    if block_size is not None and (not _validate._is_int(block_size) or block_size < 1):
+        raise ValueError(
+            f"block_size must be an integer >= 1 (datasets sent to the device at a time), or None to "
+            f"size blocks from the free memory; got {block_size!r}."
+        )
+    if not isinstance(progress, (bool, np.bool_)):
+        raise ValueError(f"progress must be True or False, got {progress!r}.")
+
+
+class Blocks(NamedTuple):
+    """A planned blocked fit: ``run()`` returns the `FitResult` of the whole batch."""
+
+    source: _Source
+    dtype: np.dtype  # the dtype computed in
+    keys: jax.Array  # (n_blocks * block,) keys, the last ones repeated as padding
+    init: object  # GMMParams with leaves (n_blocks * block, ...), or None
+    config: EMConfig
+    block: int  # datasets per block
+    chunk: int  # datasets per chunk of the engine (vmap width)
+    compact: Optional[tuple]
+    progress: bool
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.source.B // self.block)
+
+    def run(self) -> FitResult:
+        src, size = self.source, self.block
+        B = src.B
+        bar = _tqdm()(total=B, unit="dataset", desc="fit_batch") if self.progress else None
+        out = None
+        try:
+            host = src.rows(0, min(size, B), size, self.dtype)
+            for start in range(0, B, size):
+                stop = min(start + size, B)
+                X, w = _validate.batch(*host)  # this block, on the device
+                keys = jax.lax.dynamic_slice_in_dim(self.keys, start, size)
+                init = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, size), self.init)
+                res = _fit_batch_jit(
+                    X, w, keys, init, config=self.config, chunk=self.chunk, compact=self.compact
+                )
+                del X, w, keys, init, host
+                # The next block is read and padded on the host while the device works.
+                host = src.rows(stop, min(stop + size, B), size, self.dtype) if stop < B else None
+                res = jax.device_get(res)
+                if out is None:
+                    out = jax.tree_util.tree_map(lambda a: np.empty((B,) + a.shape[1:], a.dtype), res)
+                for o, a in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(res)):
+                    o[start:stop] = a[: stop - start]
+                del res
+                if bar is not None:
+                    bar.update(stop - start)
+        finally:
+            if bar is not None:
+                bar.close()
+        # Host results become JAX arrays on the default device, as without blocks; one
+        # leaf at a time, each host copy dropped once converted.
+        leaves, treedef = jax.tree_util.tree_flatten(out)
+        del out
+        for i in range(len(leaves)):
+            leaves[i] = jnp.asarray(leaves[i])
+        return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _pad_rows(a, total: int):
+    """``a`` with its first row repeated up to ``total`` rows (keys and init_params)."""
+    pad = total - a.shape[0]
+    if not pad:
+        return a
+    return jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,) + a.shape[1:])])
+
+
+def plan(Xs, config: EMConfig, *, key, mask, weights, init_params, chunk_size, block_size, progress):
+    """How `fit_batch` runs a batch: None for one compiled call, or the `Blocks` to run.
+
+    Blocks are used when ``block_size`` is given, when ``progress`` is asked for, or when
+    one block of the whole batch would not fit `memory_budget`. Input that this cannot
+    read (a malformed batch, a bad chunk_size) also gives None: fit_batch's one-call
+    path then raises its usual error.
+    """
+    check_block_args(block_size, progress)
+    if progress:
+        _tqdm()
+    if isinstance(Xs, jax.core.Tracer):
+        if block_size is not None or progress:
+            raise ValueError(
+                "block_size and progress need concrete data; fit_batch is being traced (inside jit or vmap)."
+            )
+        return None
+    src = _list_source(Xs, mask, weights) if isinstance(Xs, (list, tuple)) else _array_source(Xs, mask, weights)
+    if src is None or (chunk_size is not None and (not _validate._is_int(chunk_size) or chunk_size < 1)):
+        return None
+    B, N, D = src.B, src.N, src.D
+    dtype = _compute_dtype(src.dtype)
+    restarts = 1 if init_params is not None else config.n_init
+    if chunk_size is None:
+        chunk_size = default_chunk_size(B, N, D, config, dtype.itemsize)
+    chunk = int(min(chunk_size, B))
+    per = dataset_bytes(N, D, config, dtype.itemsize, restarts)
+    budget = memory_budget()
+    if jax.default_backend() == "cpu":  # the gathered results take host RAM too
+        budget -= B * per.result
+    block, fit_chunk = block_size_for(budget, chunk, per)
+    if block_size is None and not progress and block >= B:
+        return None
+    if block_size is not None:
+        block = int(block_size)
+        fit_chunk = chunk
+    elif progress:
+        block = min(block, _round_up(-(-B // PROGRESS_UPDATES), fit_chunk))
+    block = min(block, B)
+    fit_chunk = min(fit_chunk, block)
+
+    # Blocks it is: check the rest now, before hours of work, as one call would.
+    if src.dtype != dtype:
+        _validate._as_float_array(np.zeros(0, src.dtype))  # its warning, once, if float64 -> float32
+    keys = _validate.key_for(key, init_params, batch=B)
+    init = _validate.init_params(init_params, config, D, dtype, batch=B)
+    if weights is not None:  # on the host, a block at a time; _validate words the error
+        for w in src.weights():
+            if not (np.all(np.isfinite(w)) and np.all(w >= 0)):
+                _validate._check_weights(w, w.shape)
+    total = _round_up(B, block)
+    return Blocks(
+        source=src,
+        dtype=dtype,
+        keys=_pad_rows(keys, total),
+        init=jax.tree_util.tree_map(lambda a: _pad_rows(a, total), init),
+        config=config,
+        block=block,
+        chunk=fit_chunk,
+        compact=default_compaction(fit_chunk * restarts, config),
+        progress=bool(progress),
+    )
