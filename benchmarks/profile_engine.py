@@ -141,8 +141,8 @@ def profile(w, repeats=5, dtype=np.float32, pieces_only=False):
         chol_f = jax.jit(jax.vmap(jax.vmap(jax.vmap(_covariance._precision_cholesky))))
         p["  precision Cholesky alone"] = _time(chol_f, P0.covariances, repeats=repeats)
     p["M-step"] = _time(mstep_f, X, wts, resp, repeats=repeats)
-    nk = jnp.sum(resp, axis=2) + 1e-6
-    wr_means = jnp.einsum("brnk,bnd->brkd", resp, X) / nk[..., None]
+    nk = jnp.sum(resp, axis=3) + 1e-6  # resp (B, R, K, N)
+    wr_means = jnp.einsum("brkn,bnd->brkd", resp, X) / nk[..., None]
     est_f = lanes(hp(lambda x, r, n, m: C.estimate(x, r, n, m, base.reg_covar)), (None, 0, 0, 0))
     p["  covariance estimate alone"] = _time(est_f, X, resp, nk, wr_means, repeats=repeats)
     p["EM step (E + M)"] = _time(em_f, X, wts, P0, repeats=repeats)
@@ -153,100 +153,8 @@ def profile(w, repeats=5, dtype=np.float32, pieces_only=False):
     out["estimate_s"] = {"init (all chunks)": est_init, "EM loop (executed iterations x EM step)": est_loop,
                          "final E-step + collapse check": est_rest, "sum": est_init + est_loop + est_rest,
                          "measured fit": out["fit_s"].get("benchmark config (trace=None)", float("nan"))}
-    out["alternatives_s"] = alternatives(X, wts, P0, resp, cov, repeats) if cov == "full" else {}
     out["temporaries_MB_per_chunk"] = {"(lanes, N, K, D)": B * R * N * K * D * X.dtype.itemsize / 1e6,
                                        "(lanes, N, K)": B * R * N * K * X.dtype.itemsize / 1e6}
-    return out
-
-
-def alternatives(X, wts, P0, resp, cov, repeats):
-    """Other formulations of the hot pieces, timed on the same lanes (full covariance).
-
-    lse: the E-step's logsumexp over K written out (max, exp, sum, log) instead of
-    jax.scipy.special.logsumexp. gemm: y = X @ [P_1 .. P_K] - mu_k P_k, one matrix
-    product per lane instead of (X - mu_k) per component. quad: x^T L x - 2 x^T L mu
-    + mu^T L mu from the (N, D*D) outer products of each point, computed once per
-    dataset: one (N, D*D) @ (D*D, K) product per lane and no (N, K, D) temporary
-    (uncentred: loses precision when |x| >> the component width, see rel_err).
-    mstep_quad: the M-step's covariances as r^T @ XX / nk - mu mu^T from the same
-    precomputed outer products (the same precision caveat).
-    """
-    B, N, D = X.shape
-    K = P0.means.shape[-2]
-    out = {}
-    P = jax.vmap(jax.vmap(jax.vmap(_covariance._precision_cholesky)))(P0.covariances)  # (B, R, K, D, D)
-    logw = jnp.log(P0.weights)
-
-    def logdens_current(x, p):
-        return _covariance.COVARIANCE[cov].log_gaussian(x, p.means, p.covariances)
-
-    def logdens_gemm(x, Pk, mu):  # Pk (K, D, D), mu (K, D)
-        y = (x @ jnp.transpose(Pk, (1, 0, 2)).reshape(D, K * D)).reshape(N, K, D) - jnp.einsum("kd,kde->ke", mu, Pk)
-        logdet = jnp.sum(jnp.log(jnp.diagonal(Pk, axis1=-2, axis2=-1)), -1)
-        return -0.5 * (D * np.log(2 * np.pi) + jnp.sum(y * y, -1)) + logdet
-
-    def logdens_quad(x, xx, Pk, mu):  # xx (N, D*D)
-        L = Pk @ jnp.swapaxes(Pk, -1, -2)  # precision (K, D, D)
-        Lmu = jnp.einsum("kde,ke->kd", L, mu)
-        maha = xx @ L.reshape(K, D * D).T - 2 * x @ Lmu.T + jnp.sum(mu * Lmu, -1)
-        logdet = jnp.sum(jnp.log(jnp.diagonal(Pk, axis1=-2, axis2=-1)), -1)
-        return -0.5 * (D * np.log(2 * np.pi) + maha) + logdet
-
-    def lse_k(a):  # logsumexp over the last (small, static) axis, written out
-        m = jnp.max(a, axis=-1, keepdims=True)
-        return jnp.log(jnp.sum(jnp.exp(a - m), axis=-1)) + m[..., 0]
-
-    def lanes(f, in_axes):
-        return jax.jit(jax.vmap(jax.vmap(f, in_axes=in_axes)))
-
-    with jax.default_matmul_precision("highest"):
-        xx = jnp.einsum("bnd,bne->bnde", X, X).reshape(B, N, D * D)
-        f_cur = lanes(logdens_current, (None, 0))
-        f_gemm = lanes(logdens_gemm, (None, 0, 0))
-        f_quad = lanes(logdens_quad, (None, None, 0, 0))
-        out["log-density: current"] = _time(f_cur, X, P0, repeats=repeats)
-        out["log-density: gemm"] = _time(f_gemm, X, P, P0.means, repeats=repeats)
-        out["log-density: quad (precomputed x x^T)"] = _time(f_quad, X, xx, P, P0.means, repeats=repeats)
-        ref = np.asarray(f_cur(X, P0), np.float64)
-        quad = np.asarray(f_quad(X, xx, P, P0.means), np.float64)
-        out["log-density: quad rel_err (max |diff| / max |ref|)"] = float(np.max(np.abs(quad - ref)) / np.max(np.abs(ref)))
-        wlp = f_cur(X, P0) + logw[:, :, None, :]
-        f_lse_cur = jax.jit(lambda a: jax.scipy.special.logsumexp(a, axis=-1))
-        f_lse_own = jax.jit(lse_k)
-        out["logsumexp over K: jax.scipy"] = _time(f_lse_cur, wlp, repeats=repeats)
-        out["logsumexp over K: written out"] = _time(f_lse_own, wlp, repeats=repeats)
-
-        def resp_current(a):  # as the engine: log-normaliser, log-resp, then exp for the M-step
-            lse = jax.scipy.special.logsumexp(a, axis=-1)
-            return lse, jnp.exp(a - lse[..., None])
-
-        def resp_one_exp(a):  # one exp per (n, k): resp = e / sum(e)
-            m = jnp.max(a, axis=-1, keepdims=True)
-            e = jnp.exp(a - m)
-            s = jnp.sum(e, axis=-1, keepdims=True)
-            return jnp.log(s[..., 0]) + m[..., 0], e / s
-
-        out["normaliser + resp: current (lse, then exp(a - lse))"] = _time(jax.jit(resp_current), wlp, repeats=repeats)
-        out["normaliser + resp: one exp (e / sum e)"] = _time(jax.jit(resp_one_exp), wlp, repeats=repeats)
-
-        def est_current(x, r):
-            nk = jnp.sum(r, 0) + 1e-6
-            mu = (r.T @ x) / nk[:, None]
-            return _covariance.COVARIANCE[cov].estimate(x, r, nk, mu, 1e-6)
-
-        def est_quad(x, xx, r):
-            nk = jnp.sum(r, 0) + 1e-6
-            mu = (r.T @ x) / nk[:, None]
-            S = (r.T @ xx).reshape(K, D, D) / nk[:, None, None]
-            return S - mu[:, :, None] * mu[:, None, :] + 1e-6 * jnp.eye(D)
-
-        g_cur = lanes(est_current, (None, 0))
-        g_quad = lanes(est_quad, (None, None, 0))
-        out["M-step stats: current (centred, einsum)"] = _time(g_cur, X, resp, repeats=repeats)
-        out["M-step stats: quad (precomputed x x^T)"] = _time(g_quad, X, xx, resp, repeats=repeats)
-        c_ref = np.asarray(g_cur(X, resp), np.float64)
-        c_q = np.asarray(g_quad(X, xx, resp), np.float64)
-        out["M-step stats: quad rel_err"] = float(np.max(np.abs(c_q - c_ref)) / np.max(np.abs(c_ref)))
     return out
 
 
@@ -260,8 +168,8 @@ def main(argv=None):
     loads = {w.name: w for w in workloads.SUITES["all"]} | {w.name: w for w in workloads.QUICK.values()}
     res = profile(loads[a.workload], a.repeats, pieces_only=a.pieces_only)
     print(f"{res['workload']}: B={res['B']} N={res['N']} D={res['D']} K={res['K']} n_init={res['n_init']}")
-    for section in ("fit_s", "pieces_s", "estimate_s", "alternatives_s"):
-        print(f"-- {section}" + (" (one chunk of lanes)" if section in ("pieces_s", "alternatives_s") else ""))
+    for section in ("fit_s", "pieces_s", "estimate_s"):
+        print(f"-- {section}" + (" (one chunk of lanes)" if section == "pieces_s" else ""))
         for k, v in res[section].items():
             print(f"  {k:56s} " + (f"{v:10.2e}" if "err" in k else f"{v * 1e3:10.2f} ms"))
     print("-- lanes", res["lanes"])

@@ -43,7 +43,7 @@ def _prepare(params, X, covariance_type):
 @functools.partial(jax.jit, static_argnames=("covariance_type", "batched"))
 def _log_resp_and_norm(params, X, covariance_type, batched):
     def one(p, x):
-        wlp = weighted_log_prob(x, p, covariance_type)
+        wlp = weighted_log_prob(x, p, covariance_type).T  # (N, K), scikit-learn's layout
         norm = logsumexp(wlp, axis=1)
         return wlp - norm[:, None], norm
 

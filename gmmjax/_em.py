@@ -1,7 +1,9 @@
 """The EM steps for ONE dataset and ONE restart: no vmap, no jit, no loop here.
 
 Shapes: X (N, D) with invalid rows already replaced by zeros, w (N,) non-negative
-sample weights (0 for masked or padded points), K = n_components.
+sample weights (0 for masked or padded points), K = n_components. Per-point,
+per-component arrays (log-probabilities, responsibilities) are (K, N): see
+`gmmjax._covariance`.
 All probabilities stay in log space; the mixing weights enter the E-step.
 Matrix products run at "highest" precision (no TF32 shortcuts on GPUs: with TF32 a
 mean of values near 1000 is off by ~1 and every covariance is garbage): each function
@@ -36,28 +38,49 @@ def highest_precision(f):
 
 @highest_precision
 def weighted_log_prob(X, params: GMMParams, covariance_type: str, XX=None):
-    """(N, K) log pi_k + log N(x_n | mu_k, Sigma_k); XX: optional `moments` of X."""
+    """(K, N) log pi_k + log N(x_n | mu_k, Sigma_k); XX: optional `moments` of X."""
     log_gauss = log_gaussian(covariance_type, X, params.means, params.covariances, XX)
-    return log_gauss + jnp.log(params.weights)[None, :]
+    return log_gauss + jnp.log(params.weights)[:, None]
+
+
+#: Up to this many components the log-sum-exp over components is written out row by
+#: row (elementwise work on (N,) rows); XLA's CPU reduction over the leading axis of a
+#: (K, N) array is 4-30x slower (K=32, N=1e5: 88 ms against 2.5 ms).
+UNROLL_K = 64
+
+
+def logsumexp_rows(a):
+    """(N,) log sum_k exp(a[k]) of a (K, N) array, like jax.scipy.special.logsumexp."""
+    K = a.shape[0]
+    if K > UNROLL_K:
+        return logsumexp(a, axis=0)
+    m = a[0]
+    for k in range(1, K):
+        m = jnp.maximum(m, a[k])
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    s = jnp.exp(a[0] - m)
+    for k in range(1, K):
+        s = s + jnp.exp(a[k] - m)
+    return jnp.log(s) + m
 
 
 def e_step(X, w, params: GMMParams, covariance_type: str, XX=None):
-    """Returns (mean per-sample log-likelihood, (N, K) log responsibilities).
+    """Returns (mean per-sample log-likelihood, (K, N) log responsibilities).
 
     The mean is weighted by ``w`` (sum w_n log p(x_n) / sum w_n); points with w = 0
     do not count. With no positive weight at all the mean is -inf.
     """
     wlp = weighted_log_prob(X, params, covariance_type, XX)
-    log_norm = logsumexp(wlp, axis=1)  # (N,)
+    log_norm = logsumexp_rows(wlp)  # (N,)
     total = jnp.sum(w)
     ll = jnp.sum(jnp.where(w > 0, w * log_norm, 0.0)) / jnp.where(total > 0, total, 1.0)
     ll = jnp.where(total > 0, ll, -jnp.inf)
-    return ll, wlp - log_norm[:, None]
+    return ll, wlp - log_norm[None, :]
 
 
 @highest_precision
 def m_step(X, w, resp, covariance_type: str, reg_covar: float, active, XX=None) -> GMMParams:
-    """Maximum-likelihood parameters given (N, K) responsibilities, as scikit-learn.
+    """Maximum-likelihood parameters given (K, N) responsibilities, as scikit-learn.
 
     nk gets 10 * eps added (scikit-learn's guard against empty components), means
     are weighted averages, covariances come from centred data plus reg_covar.
@@ -65,10 +88,10 @@ def m_step(X, w, resp, covariance_type: str, reg_covar: float, active, XX=None) 
     no responsibility in the next E-step): model selection fits every K in one call.
     ``XX``: the `moments` of X, to estimate the covariances from them.
     """
-    wr = resp * w[:, None]  # (N, K)
+    wr = resp * w[None, :]  # (K, N)
     eps = jnp.finfo(X.dtype).eps
-    nk = jnp.sum(wr, axis=0) + 10 * eps  # (K,)
-    means = (wr.T @ X) / nk[:, None]
+    nk = jnp.sum(wr, axis=1) + 10 * eps  # (K,)
+    means = (wr @ X) / nk[:, None]
     cov = estimate(covariance_type, X, wr, nk, means, reg_covar, XX)
     mass = jnp.where(active, nk, 0.0)
     return GMMParams(weights=mass / jnp.sum(mass), means=means, covariances=cov)

@@ -160,7 +160,7 @@ def init_params(key, X, w, config: EMConfig, active, XX=None) -> GMMParams:
     if config.init == "random":
         rank = jnp.cumsum(w > 0) - 1
         u = (_point_uniforms(key, rank, K, X.dtype) + 1e-3) * active[None, :]
-        resp = u / jnp.sum(u, axis=1, keepdims=True)
+        resp = (u / jnp.sum(u, axis=1, keepdims=True)).T  # (K, N)
     else:
         if config.init == "random_from_data":
             centers = random_from_data(key, X, w, K)
@@ -168,5 +168,5 @@ def init_params(key, X, w, config: EMConfig, active, XX=None) -> GMMParams:
             centers = kmeans_plusplus(key, X, w, K, active)
             if config.init == "kmeans":
                 centers = lloyd(X, w, centers, active)
-        resp = jax.nn.one_hot(_nearest(X, centers, active), K, dtype=X.dtype)
+        resp = jax.nn.one_hot(_nearest(X, centers, active), K, dtype=X.dtype, axis=0)  # (K, N)
     return m_step(X, w, resp, config.covariance_type, config.reg_covar, active, XX)

@@ -54,7 +54,7 @@ def _entropy(X, w, params: GMMParams, covariance_type: str):
     _, log_resp = e_step(X, w, params, covariance_type)
     r = jnp.exp(log_resp)
     rlogr = jnp.where(r > 0, r * jnp.where(r > 0, log_resp, 0.0), 0.0)
-    return -jnp.sum(w * jnp.sum(rlogr, axis=1))
+    return -jnp.sum(w * jnp.sum(rlogr, axis=0))  # log_resp is (K, N)
 
 
 def _criteria(X, w, res: FitResult, k, covariance_type: str):

@@ -26,7 +26,7 @@ def test_moment_formulas_equal_centred_ones(covariance_type):
     rng = np.random.default_rng(0)
     X = jnp.asarray(rng.normal(size=(300, 5)) * np.array([1.0, 2.0, 0.5, 1.0, 3.0]))
     w = jnp.asarray(rng.uniform(0.5, 2.0, 300))
-    resp = jnp.asarray(rng.dirichlet(np.ones(3), size=300))
+    resp = jnp.asarray(rng.dirichlet(np.ones(3), size=300).T)  # (K, N)
     active = jnp.ones(3, bool)
     XX = _covariance.moments(covariance_type, X)
     centred = m_step(X, w, resp, covariance_type, 1e-6, active)

@@ -111,8 +111,8 @@ def test_float32_variances_from_centred_data(covariance_type):
     resp[:200, 0] = resp[200:, 1] = 1.0
     from gmmjax._em import m_step
 
-    got = m_step(jnp.asarray(X32), jnp.ones(400, jnp.float32), jnp.asarray(resp, jnp.float32), covariance_type, 0.0, jnp.ones(2, bool))
-    want = m_step(jnp.asarray(X32, jnp.float64), jnp.ones(400), jnp.asarray(resp), covariance_type, 0.0, jnp.ones(2, bool))
+    got = m_step(jnp.asarray(X32), jnp.ones(400, jnp.float32), jnp.asarray(resp.T, jnp.float32), covariance_type, 0.0, jnp.ones(2, bool))
+    want = m_step(jnp.asarray(X32, jnp.float64), jnp.ones(400), jnp.asarray(resp.T), covariance_type, 0.0, jnp.ones(2, bool))
     assert got.covariances.dtype == np.float32
     # Variances are ~1e-4 while x^2 ~ 1e6: the naive formula is off by ~1e-1. The
     # float32 means themselves carry ~1e-4 of rounding here (larger with a GPU's
