@@ -10,7 +10,9 @@ the engine's execution variants, which change speed but not results:
 - ``plain``: one vmap over the whole batch, no compaction;
 - ``compact C/R``: lane compaction with capacity C lanes and R iterations a round;
 - ``no-1d`` / ``1d``: W1 with the one-feature path forced off / on;
-- ``centred``: the default with the moments path off (W3: 8 features, full).
+- ``centred``: the default with the moments path off (W3: 8 features, full);
+- ``small-D off``: the default without the elementwise paths for few features
+  (W2: the written-out Cholesky factor and covariance entries).
 
 Each variant: the first call (compile + run) and the median of ``--repeats`` warm
 runs; the mean log-likelihood and the iteration counts show that every variant did
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import time
 
@@ -75,6 +76,8 @@ def _variants(w, lanes, config, backend):
         out.append(("default, 1-D path off", dict(chunk=min(chunk, B), compact=comp), False))
     if _covariance.uses_moments(config.covariance_type, w.D):
         out.append(("default, centred path (moments off)", dict(chunk=min(chunk, B), compact=comp), "centred"))
+    if 2 <= w.D <= _covariance.SMALL_D:
+        out.append(("default, small-D paths off", dict(chunk=min(chunk, B), compact=comp), "small-D off"))
     return out
 
 
@@ -87,6 +90,7 @@ def main(argv=None):
     p.add_argument("--variants", default=None, help='e.g. "plain;compact:8:8;compact:16:4" (default: a standard set)')
     args = p.parse_args(argv)
     backend = jax.default_backend()
+    one_d_default = _covariance.ONE_D_PATH
     rows = []
     for w in SUITES["gpu"]:
         if w.family not in args.only.split(",") or w.per_iteration:
@@ -97,13 +101,17 @@ def main(argv=None):
         keys = jax.random.split(jax.random.key(0), w.B)
         lanes = w.B * w.n_init
         variants = _variants(w, lanes, config, backend) if args.variants is None else _parse_variants(args.variants, w, lanes)
-        moments_min_d = dict(_covariance.MOMENTS_MIN_D)
+        moments_min_d, small_d = dict(_covariance.MOMENTS_MIN_D), _covariance.SMALL_D
         for name, kw, one_d in variants:
             _covariance.MOMENTS_MIN_D.update(moments_min_d)
+            _covariance.SMALL_D = small_d
             if one_d == "centred":
                 _covariance.MOMENTS_MIN_D.update(dict.fromkeys(moments_min_d))
                 one_d = None
-            _covariance.ONE_D_PATH = "auto" if one_d is None else one_d
+            elif one_d == "small-D off":
+                _covariance.SMALL_D = 0
+                one_d = None
+            _covariance.ONE_D_PATH = one_d_default if one_d is None else one_d
             jax.clear_caches()
             fn = lambda: _fit_batch_jit(X, wts, keys, None, config=config, **kw)  # noqa: E731
             first, warm, res = _time(fn, args.repeats)
@@ -118,7 +126,8 @@ def main(argv=None):
             print(f"{w.name:4s} {name:22s} first {first:8.3f} s  warm {warm * 1e3:9.1f} ms  "
                   f"mean LL {row['mean_ll']:.6f}  n_iter med/max {row['n_iter_median']:.0f}/{row['n_iter_max']}", flush=True)
         _covariance.MOMENTS_MIN_D.update(moments_min_d)
-    _covariance.ONE_D_PATH = "auto"
+        _covariance.SMALL_D = small_d
+    _covariance.ONE_D_PATH = one_d_default
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(backend=backend, devices=[str(d) for d in jax.devices()], jax=jax.__version__,
