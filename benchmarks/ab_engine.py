@@ -66,7 +66,7 @@ def _parse_variants(spec, w, lanes):
 def _variants(w, lanes, config, backend):
     B = w.B
     chunk = default_chunk_size(B, w.N, w.D, config, 4)
-    comp = default_compaction(min(chunk, B) * config.n_init, config)
+    comp = default_compaction(min(chunk, B) * config.n_init, config, lane_work=w.N * w.K * w.D)
     out = [("default", dict(chunk=min(chunk, B), compact=comp), None)]
     out.append(("plain", dict(chunk=B, compact=None), None))
     for frac, r in ((2, 8), (8, 8)):

@@ -32,7 +32,7 @@ import numpy as np
 
 from gmmjax import _validate
 from gmmjax._covariance import COVARIANCE
-from gmmjax._fit import _fit_batch_jit, default_chunk_size, default_compaction
+from gmmjax._fit import _fit_batch_jit, _lane_work, default_chunk_size, default_compaction
 from gmmjax._types import EMConfig, FitResult
 
 #: Share of the free memory that one block may take: XLA's temporaries, allocator
@@ -376,6 +376,6 @@ def plan(Xs, config: EMConfig, *, key, mask, weights, init_params, chunk_size, b
         config=config,
         block=block,
         chunk=fit_chunk,
-        compact=default_compaction(fit_chunk * restarts, config),
+        compact=default_compaction(fit_chunk * restarts, config, lane_work=_lane_work(N, D, config)),
         progress=bool(progress),
     )

@@ -418,15 +418,30 @@ def default_chunk_size(B: int, N: int, D: int, config: EMConfig, itemsize: int, 
 #: Lane compaction (see `_fit_compacted`) pays where one vmap spans many lanes: off
 #: CPU, from this many lanes (restarts x datasets) in a chunk. Capacity L/16 and 4
 #: iterations a round measured best overall on an H200 (benchmarks/RESULTS.md):
-#: W1 150 ms plain -> 45 ms, W3 231 ms -> 73 ms, W2 25 ms (17 ms with L/8, 8).
+#: W1 90 ms plain -> 44 ms, W3 58 ms -> 42 ms.
 COMPACT_MIN_LANES = 4096
 
+#: ... but a round should keep the device busy: at least this many point-component-
+#: feature updates per EM iteration (N K D per lane). W2 (N=400, K=2, D=2) ran 12.4 ms
+#: at L/16 = 625 lanes against 6.9-8.0 ms at L/8, L/2 or plain on an H200.
+COMPACT_MIN_WORK = 4_000_000
 
-def default_compaction(lanes: int, config: EMConfig, backend: str | None = None):
-    """(capacity, round_iter) for `_fit_compacted`, or None for a plain vmap."""
+
+def default_compaction(lanes: int, config: EMConfig, backend: str | None = None, lane_work: int | None = None):
+    """(capacity, round_iter) for `_fit_compacted`, or None for a plain vmap.
+
+    ``lane_work``: N * K * D of one lane (one restart of one dataset), if known.
+    """
     if (backend or jax.default_backend()) == "cpu" or lanes < COMPACT_MIN_LANES or config.max_iter <= 8:
         return None
-    return (max(COMPACT_MIN_LANES // 16, -(-lanes // 16)), 4)
+    capacity = max(COMPACT_MIN_LANES // 16, -(-lanes // 16))
+    if lane_work:
+        capacity = max(capacity, -(-COMPACT_MIN_WORK // lane_work))
+    return None if capacity >= lanes else (capacity, 4)
+
+
+def _lane_work(N: int, D: int, config: EMConfig) -> int:
+    return N * config.n_components * D
 
 
 def _fit_batch(X, w, key, init, config: EMConfig, chunk: int | None = None, compact=None, moments=None):
@@ -482,6 +497,8 @@ def _fit_batch_jit(X, w, key, init, *, config: EMConfig, chunk: int | None = Non
             X[idx], w[idx], key[idx], sub_init, config=config, chunk=min(chunk or n, n), moments=False
         )[0]
 
+    if not _use_moments(X, config):  # risky is all False: no need to wait for the device
+        return res
     return _redo_risky(res, risky, refit)
 
 
@@ -588,7 +605,7 @@ def fit_batch(
         raise ValueError(f"chunk_size must be an integer >= 1 (datasets per chunk), got {chunk_size!r}.")
     chunk = int(min(chunk_size, B))
     lanes = chunk * (1 if init is not None else config.n_init)
-    compact = default_compaction(lanes, config)
+    compact = default_compaction(lanes, config, lane_work=_lane_work(X.shape[1], X.shape[2], config))
     return _fit_batch_jit(X, w, key, init, config=config, chunk=chunk, compact=compact)
 
 

@@ -148,6 +148,9 @@ def test_compaction_only_off_cpu_and_for_many_lanes():
     assert default_compaction(100, config, backend="gpu") is None
     assert default_compaction(100_000, config, backend="gpu") == (6_250, 4)
     assert default_compaction(5_000, config, backend="gpu") == (313, 4)
+    # Small lanes get a larger pool, so that a round keeps the device busy.
+    assert default_compaction(10_000, config, backend="gpu", lane_work=400 * 2 * 2) == (2_500, 4)
+    assert default_compaction(10_000, config, backend="gpu", lane_work=100) is None
 
 
 @pytest.mark.parametrize("init", ["random", "kmeans++", "random_from_data"])
