@@ -108,13 +108,15 @@ def test_chunks_do_not_change_results(rng, chunk_size):
         _assert_same(_row(chunked, i), _row(whole, i))
 
 
-def test_default_chunk_is_cache_sized_on_cpu():
+def test_default_chunk_is_small_on_cpu():
     from gmmjax._fit import default_chunk_size
 
-    # W1-cpu: 1,000 points, K=3, D=1, 10 restarts, float32: 8 datasets per chunk.
-    assert default_chunk_size(200, 1000, 1, gmmjax.EMConfig(3, n_init=10), 4, backend="cpu") == 8
+    # W1-cpu: 1,000 points, K=3, D=1, 10 restarts, float32: the 2-dataset minimum.
+    assert default_chunk_size(200, 1000, 1, gmmjax.EMConfig(3, n_init=10), 4, backend="cpu") == 2
+    # W2-cpu: 400 points, K=2, D=2, one restart, no trace: 5 datasets fit 48 KiB.
+    assert default_chunk_size(200, 400, 2, gmmjax.EMConfig(2, trace=None), 4, backend="cpu") == 5
     assert default_chunk_size(200, 1000, 1, gmmjax.EMConfig(3, n_init=10), 4, backend="gpu") == 200
-    assert default_chunk_size(5, 10**7, 16, gmmjax.EMConfig(32), 4, backend="cpu") == 1
+    assert default_chunk_size(1, 10**7, 16, gmmjax.EMConfig(32), 4, backend="cpu") == 1
     # Parameter traces count: 1,000 iterations of K=3, D=2 snapshots for 10 restarts.
     big_trace = gmmjax.EMConfig(3, n_init=10, max_iter=1000, trace="params")
     assert default_chunk_size(10**5, 100, 2, big_trace, 4, backend="gpu") < 10**4
