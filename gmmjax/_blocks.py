@@ -22,7 +22,6 @@ of datasets on the host, and each block is one call of the same compiled engine:
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Callable, NamedTuple, Optional
 
@@ -31,8 +30,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmmjax import _validate
-from gmmjax._covariance import COVARIANCE
-from gmmjax._fit import _fit_batch_jit, _lane_work, default_chunk_size, default_compaction
+from gmmjax._fit import (
+    _fit_batch_jit,
+    _lane_work,
+    default_chunk_size,
+    default_compaction,
+    lane_floats,
+    params_floats,
+    trace_floats,
+)
 from gmmjax._types import EMConfig, FitResult
 
 #: Share of the free memory that one block may take: XLA's temporaries, allocator
@@ -98,16 +104,14 @@ def dataset_bytes(N: int, D: int, config: EMConfig, itemsize: int, restarts: int
     The working set is `default_chunk_size`'s estimate: the (N, K, D) temporaries of an
     E- or M-step and the trace buffers, for every restart.
     """
-    K, T = config.n_components, config.max_iter + 1
-    params = K + K * D + math.prod(COVARIANCE[config.covariance_type].shape(K, D))
-    trace = 0 if config.trace is None else T * (1 + (params if config.trace == "params" else 0))
-    result = params + 4 + trace  # log_likelihood, n_iter, converged, status
+    params = params_floats(config.n_components, D, config.covariance_type)
+    result = params + 4 + trace_floats(D, config)  # log_likelihood, n_iter, converged, status
     if config.keep_restarts:
         result *= 1 + restarts
     return DatasetBytes(
         input=N * (D + 1) * itemsize,
         result=result * itemsize,
-        engine=restarts * (N * K * (D + 1) + trace) * itemsize,
+        engine=restarts * lane_floats(N, D, config) * itemsize,
     )
 
 

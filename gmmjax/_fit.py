@@ -403,18 +403,32 @@ MIN_CHUNK = {"cpu": 2}
 DEFAULT_CHUNK_BYTES = 4 << 30
 
 
+def params_floats(K: int, D: int, covariance_type: str) -> int:
+    """Numbers in one GMMParams: weights, means, covariances."""
+    return K + K * D + math.prod(COVARIANCE[covariance_type].shape(K, D))
+
+
+def trace_floats(D: int, config: EMConfig) -> int:
+    """Numbers in one lane's trace buffers (0 without a trace)."""
+    if config.trace is None:
+        return 0
+    snapshot = params_floats(config.n_components, D, config.covariance_type) if config.trace == "params" else 0
+    return (config.max_iter + 1) * (1 + snapshot)
+
+
+def lane_floats(N: int, D: int, config: EMConfig) -> int:
+    """Working set of one lane (one restart of one dataset), in numbers: the (K, N, D)
+    temporaries of an E- or M-step and the trace buffers."""
+    return N * config.n_components * (D + 1) + trace_floats(D, config)
+
+
 def default_chunk_size(B: int, N: int, D: int, config: EMConfig, itemsize: int, backend: str | None = None) -> int:
     """How many datasets `fit_batch` runs side by side (vmap) in each step of its lax.map.
 
     Smaller chunks also waste fewer iterations: under vmap every lane of a while_loop
     runs until the slowest lane of its chunk has finished.
     """
-    K, T = config.n_components, config.max_iter + 1
-    per_lane = N * K * (D + 1)  # the (N, K, D) temporaries of an E- or M-step
-    if config.trace is not None:  # the trace buffers, for every restart
-        snapshot = K + K * D + math.prod(COVARIANCE[config.covariance_type].shape(K, D))
-        per_lane += T * (1 + (snapshot if config.trace == "params" else 0))
-    lane_bytes = per_lane * itemsize * config.n_init
+    lane_bytes = lane_floats(N, D, config) * itemsize * config.n_init
     backend = backend or jax.default_backend()
     fits = CHUNK_BYTES.get(backend, DEFAULT_CHUNK_BYTES) // max(lane_bytes, 1)
     return int(max(1, min(B, max(fits, MIN_CHUNK.get(backend, 1)))))

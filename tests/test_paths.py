@@ -1,0 +1,79 @@
+"""The engine's alternative formulations compute the same numbers as the generic ones:
+the written-out paths for a few features, the precision Cholesky factor, and the
+log-sum-exp over the rows of a (K, N) array."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.scipy.special import logsumexp
+
+from gmmjax import _covariance
+from gmmjax._em import logsumexp_rows
+
+
+def _spd(rng, K, D):
+    A = rng.normal(size=(K, D, D))
+    return A @ np.swapaxes(A, 1, 2) + 0.3 * np.eye(D)
+
+
+@pytest.mark.parametrize("D", [1, 2, 3, 4])
+def test_small_precision_cholesky_equals_lapack(D):
+    cov = _spd(np.random.default_rng(D), 5, D)
+    got = np.asarray(_covariance._small_precision_cholesky(jnp.asarray(cov)))
+    want = np.swapaxes(np.linalg.inv(np.linalg.cholesky(cov)), 1, 2)
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-13)
+    assert np.all(np.tril(got[:, :, :], -1) == 0)  # upper triangular, as scikit-learn's
+
+
+def test_small_precision_cholesky_of_an_indefinite_matrix_is_nan():
+    got = np.asarray(_covariance._small_precision_cholesky(jnp.asarray([[1.0, 2.0], [2.0, 1.0]])))
+    assert np.isnan(got).any()
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+@pytest.mark.parametrize("D", [2, 3, 4])
+def test_small_d_path_equals_the_generic_one(covariance_type, D):
+    rng = np.random.default_rng(10 * D)
+    K, N = 3, 60
+    X = jnp.asarray(rng.normal(size=(N, D)))
+    means = jnp.asarray(rng.normal(size=(K, D)))
+    cov = jnp.asarray(_spd(rng, K, D) if covariance_type == "full" else _spd(rng, 1, D)[0])
+    wr = jnp.asarray(rng.uniform(size=(K, N)))
+    nk = jnp.sum(wr, axis=1)
+    assert _covariance._small_d(X, covariance_type)
+    generic = _covariance.COVARIANCE[covariance_type]
+    np.testing.assert_allclose(
+        _covariance.log_gaussian(covariance_type, X, means, cov), generic.log_gaussian(X, means, cov), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        _covariance.estimate(covariance_type, X, wr, nk, means, 1e-6),
+        generic.estimate(X, wr, nk, means, 1e-6),
+        rtol=1e-12,
+        atol=1e-14,
+    )
+
+
+@pytest.mark.parametrize("K", [1, 3, 70])  # 70: past UNROLL_K, jax's own logsumexp
+def test_logsumexp_rows_equals_jax(K):
+    a = np.random.default_rng(K).normal(size=(K, 9)) * 40
+    a[:, 0] = -np.inf  # every component impossible
+    a[0, 1] = np.inf
+    a[-1, 2] = np.nan
+    if K > 1:
+        a[1, 3] = -np.inf  # one component impossible
+    got = np.asarray(logsumexp_rows(jnp.asarray(a)))
+    want = np.asarray(logsumexp(jnp.asarray(a), axis=0))
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+
+
+def test_predict_proba_keeps_scikit_learns_layout():
+    """The engine works on (K, N) arrays; the public densities stay (N, K)."""
+    import gmmjax
+
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    res = gmmjax.fit(X, gmmjax.EMConfig(3, max_iter=5), key=jax.random.key(0))
+    proba = np.asarray(gmmjax.predict_proba(res.params, X))
+    assert proba.shape == (40, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
