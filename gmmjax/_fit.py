@@ -10,7 +10,9 @@ One lane is one restart of one dataset:
                            compacted between rounds of iterations   Xs (B, N, D)
     _fit_batch             chunks of datasets under lax.map, each chunk
                            vmap(_fit_dataset) or _fit_compacted
-    fit / fit_batch        the public entry points, one jit each
+    fit / fit_batch        the public entry points, one jit each; where the moments
+                           path ran (`gmmjax._covariance.uses_moments`), the fits it
+                           flags as risky are redone on the centred path (_redo_risky)
 """
 
 from __future__ import annotations
