@@ -34,8 +34,8 @@ from gmmjax._fit import (
     _fit_batch_jit,
     _lane_work,
     default_chunk_size,
+    dataset_floats,
     default_compaction,
-    lane_floats,
     params_floats,
     trace_floats,
 )
@@ -102,7 +102,8 @@ def dataset_bytes(N: int, D: int, config: EMConfig, itemsize: int, restarts: int
     """Per-dataset bytes of a block: input, result, engine working set.
 
     The working set is `default_chunk_size`'s estimate: the (N, K, D) temporaries of an
-    E- or M-step and the trace buffers, for every restart.
+    E- or M-step and the trace buffers, for every restart, and the moments path's
+    per-point moments.
     """
     params = params_floats(config.n_components, D, config.covariance_type)
     result = params + 4 + trace_floats(D, config)  # log_likelihood, n_iter, converged, status
@@ -111,7 +112,7 @@ def dataset_bytes(N: int, D: int, config: EMConfig, itemsize: int, restarts: int
     return DatasetBytes(
         input=N * (D + 1) * itemsize,
         result=result * itemsize,
-        engine=restarts * lane_floats(N, D, config) * itemsize,
+        engine=dataset_floats(N, D, config, restarts) * itemsize,
     )
 
 

@@ -328,8 +328,11 @@ def moments_amplification(covariance_type, means, cov):
 
     Per component, with s = sqrt(diag Sigma) and Lambda = Sigma^-1: the raw moments
     have entries up to (s + |mu|)(s + |mu|)^T where the centred ones have s s^T, seen
-    through |Lambda| (entrywise): (s + |mu|)^T |Lambda| (s + |mu|) / s^T |Lambda| s.
-    1 for a component at the centre of the data; the maximum over components.
+    through |Lambda| (entrywise). Per feature d, with a = s + |mu|:
+    a_d (|Lambda| a)_d / (s_d (|Lambda| s)_d), which is ((s_d + |mu_d|) / s_d)^2 for a
+    diagonal Sigma. 1 for a component at the centre of the data; the maximum over
+    features and components (one narrow, off-centre feature is enough to lose digits).
+    Spherical covariances estimate the mean variance, so their features are averaged.
     """
     D = means.shape[1]
     if covariance_type in ("full", "tied"):
@@ -339,10 +342,13 @@ def moments_amplification(covariance_type, means, cov):
         sd = jnp.broadcast_to(sd, means.shape)
         prec = jnp.broadcast_to(prec, (means.shape[0], D, D))
         a = sd + jnp.abs(means)
-        amp = jnp.einsum("kd,kde,ke->k", a, prec, a) / jnp.einsum("kd,kde,ke->k", sd, prec, sd)
+        amp = (a * jnp.einsum("kde,ke->kd", prec, a)) / (sd * jnp.einsum("kde,ke->kd", prec, sd))  # (K, D)
     else:
         var = cov if covariance_type == "diag" else jnp.broadcast_to(cov[:, None], means.shape)
-        amp = jnp.mean((jnp.sqrt(var) + jnp.abs(means)) ** 2 / var, axis=-1)
+        amp = (jnp.sqrt(var) + jnp.abs(means)) ** 2 / var  # (K, D)
+        if covariance_type == "spherical":
+            amp = jnp.mean(amp, axis=-1, keepdims=True)
+    amp = jnp.max(amp, axis=-1)
     return jnp.max(jnp.where(jnp.isfinite(amp), amp, jnp.inf))
 
 

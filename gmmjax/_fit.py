@@ -125,9 +125,9 @@ def _em_step(X, w, s: _LoopState, config: EMConfig, active, XX=None) -> _LoopSta
     )
 
 
-def _em_loop(X, w, s: _LoopState, config: EMConfig, active, stop=None, moments=False) -> _LoopState:
-    """Iterates one lane while it runs (and, if given, while t < stop)."""
-    XX = _moments(X, config, moments)
+def _em_loop(X, w, s: _LoopState, config: EMConfig, active, stop=None, XX=None) -> _LoopState:
+    """Iterates one lane while it runs (and, if given, while t < stop); XX: the
+    `moments` of X for the moments path, or None."""
 
     def cond(s):
         run = _em_running(s, config)
@@ -136,19 +136,19 @@ def _em_loop(X, w, s: _LoopState, config: EMConfig, active, stop=None, moments=F
     return jax.lax.while_loop(cond, lambda s: _em_step(X, w, s, config, active, XX), s)
 
 
-def _em_finish(X, w, s: _LoopState, config: EMConfig, active, moments=False):
+def _em_finish(X, w, s: _LoopState, config: EMConfig, active, XX=None):
     """One lane's FitResult (without restarts) from its final loop state, and `risky`.
 
     The final E-step gives the log-likelihood of the returned parameters (trace entry
     n_iter); the trace past n_iter is filled; the status is decided here. ``risky``:
-    the moments path may have lost precision (see `_covariance.MOMENTS_MAX_ERROR`).
+    the moments path may have lost precision (see `_covariance.MOMENTS_MAX_ERROR`), or
+    failed where the centred path might not (raw moments overflow sooner).
     """
     T = config.max_iter + 1
-    XX = _moments(X, config, moments)
     ll, _ = e_step(X, w, s.params, config.covariance_type, XX)
     amp = _amplification(s, s.params, config, XX)
-    risky = amp * jnp.finfo(X.dtype).eps > _covariance.MOMENTS_MAX_ERROR
     failed = s.failed | ~jnp.isfinite(ll)
+    risky = jnp.asarray(False) if XX is None else (amp * jnp.finfo(X.dtype).eps > _covariance.MOMENTS_MAX_ERROR) | failed
     ll = jnp.where(jnp.isfinite(ll), ll, -jnp.inf)
     idx = jnp.arange(T)
     trace_ll = _write(jnp.where(idx < s.t, s.trace_ll, TRACE_FILL), s.t, ll)
@@ -170,10 +170,10 @@ def _em_finish(X, w, s: _LoopState, config: EMConfig, active, moments=False):
     return FitResult(s.params, ll, s.t, s.converged, status, trace), risky
 
 
-def _em(X, w, params0: GMMParams, config: EMConfig, skip, active, moments=False):
+def _em(X, w, params0: GMMParams, config: EMConfig, skip, active, XX=None):
     """EM from params0 for one dataset and one restart: (FitResult, risky)."""
-    s = _em_loop(X, w, _em_start(params0, config, skip), config, active, moments=moments)
-    return _em_finish(X, w, s, config, active, moments)
+    s = _em_loop(X, w, _em_start(params0, config, skip), config, active, XX=XX)
+    return _em_finish(X, w, s, config, active, XX)
 
 
 class _Prepared(NamedTuple):
@@ -219,9 +219,9 @@ def _prepare(X, w, config: EMConfig, n_active) -> _Prepared:
     )
 
 
-def _start_params(prep: _Prepared, key, init, config: EMConfig, moments=False) -> GMMParams:
+def _start_params(prep: _Prepared, key, init, config: EMConfig, XX=None) -> GMMParams:
     if init is None:
-        return _init_params(key, prep.X, prep.w, config, prep.active, _moments(prep.X, config, moments))
+        return _init_params(key, prep.X, prep.w, config, prep.active, XX)
     return init._replace(means=init.means - prep.shift)
 
 
@@ -269,7 +269,9 @@ def _select(results: FitResult, risky, prep: _Prepared, config: EMConfig):
     """
     results = _unshift(results, prep.shift)
     best = best_restart(results.status, results.log_likelihood)
-    risky = ~prep.skip & (jnp.any(risky) if config.keep_restarts else risky[best])
+    # A failed restart on the moments path may have been the best on the centred one.
+    failed = results.status == Status.NUMERICAL_FAILURE
+    risky = ~prep.skip & (jnp.any(risky) if config.keep_restarts else risky[best] | jnp.any(risky & failed))
     res = jax.tree_util.tree_map(lambda a: a[best], results)
 
     # Datasets that cannot be fitted: finite placeholders and their own status.
@@ -319,10 +321,11 @@ def _fit_dataset(X, w, key, init, config: EMConfig, n_active=None, moments=False
     ``risky`` is always False without it.
     """
     prep = _prepare(X, w, config, n_active)
+    XX = _moments(prep.X, config, moments)  # once per dataset, shared by its restarts
 
     def restart(k):
-        params0 = _start_params(prep, k, init, config, moments)
-        return _em(prep.X, prep.w, params0, config, prep.skip, prep.active, moments)
+        params0 = _start_params(prep, k, init, config, XX)
+        return _em(prep.X, prep.w, params0, config, prep.skip, prep.active, XX)
 
     results, risky = jax.vmap(restart)(_restart_keys(key, init, config))
     return _select(results, risky, prep, config)
@@ -364,8 +367,10 @@ def _fit_compacted(X, w, key, init, config: EMConfig, capacity: int, round_iter:
     R = keys.shape[1]
 
     def starts(p, ks, i):
+        XX = _moments(p.X, config, moments)
+
         def one(k):
-            return _em_start(_start_params(p, k, i, config, moments), config, p.skip)
+            return _em_start(_start_params(p, k, i, config, XX), config, p.skip)
 
         return jax.vmap(one)(ks)
 
@@ -379,7 +384,9 @@ def _fit_compacted(X, w, key, init, config: EMConfig, capacity: int, round_iter:
         idx = jnp.argsort(~running(lanes), stable=True)[:capacity]
         sub = jax.tree_util.tree_map(lambda a: a[idx], lanes)
         d = dataset[idx]
-        sub = jax.vmap(lambda x, ww, a, s: _em_loop(x, ww, s, config, a, stop=s.t + round_iter, moments=moments))(
+        sub = jax.vmap(
+            lambda x, ww, a, s: _em_loop(x, ww, s, config, a, stop=s.t + round_iter, XX=_moments(x, config, moments))
+        )(
             prep.X[d], prep.w[d], prep.active[d], sub
         )
         return jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b), lanes, sub)
@@ -388,7 +395,8 @@ def _fit_compacted(X, w, key, init, config: EMConfig, capacity: int, round_iter:
     state = jax.tree_util.tree_map(lambda a: a.reshape((B, R) + a.shape[1:]), lanes)
 
     def finish(p, s):
-        return jax.vmap(lambda s1: _em_finish(p.X, p.w, s1, config, p.active, moments))(s)
+        XX = _moments(p.X, config, moments)
+        return jax.vmap(lambda s1: _em_finish(p.X, p.w, s1, config, p.active, XX))(s)
 
     results, risky = jax.vmap(finish)(prep, state)
     return jax.vmap(lambda r, f, p: _select(r, f, p, config))(results, risky, prep)
@@ -418,6 +426,18 @@ def trace_floats(D: int, config: EMConfig) -> int:
     return (config.max_iter + 1) * (1 + snapshot)
 
 
+def moments_floats(N: int, D: int, config: EMConfig) -> int:
+    """Numbers in one dataset's per-point `moments` (0 off the moments path)."""
+    if not _covariance.uses_moments(config.covariance_type, D):
+        return 0
+    return N * (D * (D + 1) // 2 if config.covariance_type in ("full", "tied") else D)
+
+
+def dataset_floats(N: int, D: int, config: EMConfig, restarts: int) -> int:
+    """Working set of one dataset with all its restarts, in numbers."""
+    return restarts * lane_floats(N, D, config) + moments_floats(N, D, config)
+
+
 def lane_floats(N: int, D: int, config: EMConfig) -> int:
     """Working set of one lane (one restart of one dataset), in numbers: the (K, N, D)
     temporaries of an E- or M-step and the trace buffers."""
@@ -430,9 +450,9 @@ def default_chunk_size(B: int, N: int, D: int, config: EMConfig, itemsize: int, 
     Smaller chunks also waste fewer iterations: under vmap every lane of a while_loop
     runs until the slowest lane of its chunk has finished.
     """
-    lane_bytes = lane_floats(N, D, config) * itemsize * config.n_init
+    dataset_bytes = dataset_floats(N, D, config, config.n_init) * itemsize
     backend = backend or jax.default_backend()
-    fits = CHUNK_BYTES.get(backend, DEFAULT_CHUNK_BYTES) // max(lane_bytes, 1)
+    fits = CHUNK_BYTES.get(backend, DEFAULT_CHUNK_BYTES) // max(dataset_bytes, 1)
     return int(max(1, min(B, max(fits, MIN_CHUNK.get(backend, 1)))))
 
 
@@ -520,7 +540,20 @@ def _fit_batch_jit(X, w, key, init, *, config: EMConfig, chunk: int | None = Non
 
     if not _use_moments(X, config):  # risky is all False: no need to wait for the device
         return res
+    if _traced((X, w, key, init)):  # inside the caller's jit or vmap: redo in the trace
+        exact = lambda: _fit_batch_engine(X, w, key, init, config=config, chunk=chunk, moments=False)[0]  # noqa: E731
+        return jax.lax.cond(jnp.any(risky), lambda: _where_rows(risky, exact(), res), lambda: res)
     return _redo_risky(res, risky, refit)
+
+
+def _traced(tree) -> bool:
+    """Some leaf is a tracer: the call is being traced by the caller's jit or vmap."""
+    return any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(tree))
+
+
+def _where_rows(flags, a: FitResult, b: FitResult) -> FitResult:
+    """a's rows where flags (B,), else b's."""
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(flags.reshape((-1,) + (1,) * (x.ndim - 1)), x, y), a, b)
 
 
 def fit(X, config: EMConfig, *, key=None, weights=None, init_params: GMMParams | None = None) -> FitResult:
@@ -551,9 +584,15 @@ def fit(X, config: EMConfig, *, key=None, weights=None, init_params: GMMParams |
     init = _validate.init_params(init_params, config, X.shape[1], X.dtype, batch=None)
     moments = _use_moments(X, config)
     res, risky = _fit_jit(X, w, key, init, config=config, moments=moments)
-    if moments and bool(risky):  # precision lost on the moments path: the centred path
-        res, _ = _fit_jit(X, w, key, init, config=config, moments=False)
-    return res
+    if not moments:
+        return res
+
+    def centred():  # precision lost on the moments path: the centred path
+        return _fit_jit(X, w, key, init, config=config, moments=False)[0]
+
+    if _traced((X, w, key, init)):  # inside the caller's jit or vmap
+        return jax.lax.cond(risky, centred, lambda: res)
+    return centred() if bool(risky) else res
 
 
 def fit_batch(

@@ -126,3 +126,50 @@ def test_batch_redoes_only_the_risky_datasets():
                 np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(mine.params.means, one.params.means, rtol=1e-5, atol=1e-6)
         assert int(mine.n_iter) == int(one.n_iter)
+
+
+def test_one_narrow_off_centre_feature_is_enough_to_be_risky():
+    """The amplification is the worst feature's, not an average over 64 features."""
+    D = 64
+    means = jnp.zeros((1, D)).at[0, 0].set(2.0)
+    var = jnp.ones((1, D)).at[0, 0].set(0.02**2)
+    amp = float(_covariance.moments_amplification("diag", means, var))
+    assert amp == pytest.approx((1 + 2.0 / 0.02) ** 2, rel=1e-5)
+    full = float(_covariance.moments_amplification("full", means, jax.vmap(jnp.diag)(var)))
+    assert full == pytest.approx(amp, rel=1e-5)
+
+
+@pytest.mark.parametrize("covariance_type, D", [("diag", 2), ("full", 8)])
+def test_a_fit_that_fails_on_the_moments_path_is_redone(covariance_type, D):
+    """Raw moments overflow float32 before centred sums do: two clusters at +-7e17."""
+    rng = np.random.default_rng(0)
+    scale = 7e17
+    X = np.concatenate([rng.normal(size=(1000, D)) * 0.1 * scale + s for s in (scale, -scale)]).astype(np.float32)
+    var = (0.1 * scale) ** 2
+    cov = np.full((2, D), var) if covariance_type == "diag" else np.broadcast_to(np.eye(D) * var, (2, D, D))
+    p0 = gmmjax.GMMParams(
+        np.array([0.5, 0.5], np.float32), np.array([[scale] * D, [-scale] * D], np.float32), np.asarray(cov, np.float32)
+    )
+    config = gmmjax.EMConfig(2, covariance_type=covariance_type, max_iter=50)
+    w = jnp.ones(2000, np.float32)
+    key = jax.random.key(0)  # unused with init_params, as in fit
+    on_moments, risky = _fit._fit_jit(jnp.asarray(X), w, key, p0, config=config, moments=True)
+    assert int(on_moments.status) == gmmjax.Status.NUMERICAL_FAILURE and bool(risky)
+    got = gmmjax.fit(X, config, init_params=p0)
+    want, _ = _fit._fit_jit(jnp.asarray(X), w, key, p0, config=config, moments=False)
+    assert int(got.status) == int(want.status) == gmmjax.Status.CONVERGED
+    np.testing.assert_array_equal(got.params.means, want.params.means)
+
+
+def test_fit_and_fit_batch_work_inside_jit_and_vmap_on_the_moments_path():
+    X = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
+    config = gmmjax.EMConfig(2, covariance_type="diag", max_iter=20)
+    assert _covariance.uses_moments("diag", 3)
+    key = jax.random.key(0)
+    eager = np.asarray(gmmjax.fit(X, config, key=key).params.means)
+    jitted = jax.jit(lambda x: gmmjax.fit(x, config, key=key).params.means)(X)
+    mapped = jax.vmap(lambda x: gmmjax.fit(x, config, key=key).params.means)(np.stack([X, X]))
+    batch = jax.jit(lambda x: gmmjax.fit_batch(x, config, key=jax.random.split(key, 2)).params.means)(np.stack([X, X]))
+    np.testing.assert_allclose(jitted, eager, rtol=1e-5)
+    np.testing.assert_allclose(mapped[1], eager, rtol=1e-5)
+    np.testing.assert_allclose(batch[0], gmmjax.fit(X, config, key=jax.random.split(key, 2)[0]).params.means, rtol=1e-5)
