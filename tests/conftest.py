@@ -1,10 +1,16 @@
 """Shared test set-up: float64 on (scikit-learn is the float64 oracle), fixed seeds."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+# `gmmjax demo` turns on JAX's persistent compilation cache in ~/.cache/gmmjax; the
+# tests call it in this process and in subprocesses, and must neither write the
+# user's cache nor compile the rest of the session through it.
+os.environ["GMMJAX_CACHE_DIR"] = ""
 
 
 @pytest.fixture
