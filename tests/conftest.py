@@ -22,3 +22,13 @@ def blobs(rng, n=(150, 100, 120), D=2, spread=4.0):
     """Well separated Gaussian clusters: (sum(n), D) float64."""
     centers = rng.normal(scale=spread, size=(len(n), D))
     return np.concatenate([c + rng.normal(size=(m, D)) * (0.5 + 0.5 * i) for i, (c, m) in enumerate(zip(centers, n))])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_compilation_caches():
+    """Drop JAX's compiled programs after each test module. The suite compiles
+    hundreds of programs; each keeps executable memory mapped, and a whole-suite
+    process aborted inside XLA's compiler after ~160 tests (memory maps of the process
+    are capped at vm.max_map_count = 65530 here) while every module passed alone."""
+    yield
+    jax.clear_caches()
