@@ -620,7 +620,7 @@ def fit_batch(
       weights: optional (B, N) non-negative sample weights (or a list of (N_i,)).
       init_params: optional `GMMParams` with a leading (B,) axis on every leaf.
       chunk_size: datasets run side by side under vmap; chunks run one after another
-        in the same compiled call. Default: `default_chunk_size` (cache-sized on a
+        in the same compiled call. Default: `default_chunk_size` (a few datasets on a
         CPU, memory-sized on a GPU). It changes speed, not results (beyond rounding).
       block_size: datasets sent to the device at a time: the batch runs as blocks of
         this many datasets, one compiled call each (the same compilation for all), and
