@@ -333,7 +333,7 @@ def plan(Xs, config: EMConfig, *, key, mask, weights, init_params, chunk_size, b
     check_block_args(block_size, progress)
     if progress:
         _tqdm()
-    if isinstance(Xs, jax.core.Tracer):
+    if not _validate._concrete(Xs):
         if block_size is not None or progress:
             raise ValueError(
                 "block_size and progress need concrete data; fit_batch is being traced (inside jit or vmap)."

@@ -61,13 +61,16 @@ def _small_precision_cholesky(cov):
 
 
 def _precision_cholesky(cov):
-    """P with P P^T = cov^{-1} and P upper triangular (scikit-learn's precisions_cholesky_).
+    """P with P P^T = cov^{-1} and P upper triangular (scikit-learn's precisions_cholesky_),
+    for one (D, D) covariance or a stack (..., D, D).
 
     A covariance that is not positive definite gives NaN, which the EM loop turns
     into Status.NUMERICAL_FAILURE.
     """
     if cov.shape[-1] <= SMALL_D:
         return _small_precision_cholesky(cov)
+    if cov.ndim > 2:
+        return jax.vmap(_precision_cholesky)(cov)
     L = jnp.linalg.cholesky(cov)
     eye = jnp.eye(cov.shape[-1], dtype=cov.dtype)
     return jnp.swapaxes(solve_triangular(L, eye, lower=True), -1, -2)
@@ -75,7 +78,7 @@ def _precision_cholesky(cov):
 
 # ---------------------------------------------------------------- full
 def _log_gaussian_full(X, means, cov):
-    P = jax.vmap(_precision_cholesky)(cov)  # (K, D, D)
+    P = _precision_cholesky(cov)  # (K, D, D)
     log_det = jnp.sum(jnp.log(jnp.diagonal(P, axis1=-2, axis2=-1)), axis=-1)  # (K,)
     diff = X[None, :, :] - means[:, None, :]  # (K, N, D)
     y = jnp.einsum("knd,kde->kne", diff, P)
@@ -246,8 +249,8 @@ def estimate(covariance_type, X, wr, nk, means, reg_covar, XX=None):
 # The price is precision: the centred sums become differences of raw moments. Their
 # rounding grows with `moments_amplification` (how far a component sits from the
 # data's centre, in its own widths).
-# The EM loop tracks it, and a fit whose amplification ever exceeds
-# MOMENTS_MAX_AMPLIFICATION * eps is redone on the centred path (`gmmjax._fit`).
+# The EM loop tracks it, and a fit where eps * amplification ever exceeds
+# MOMENTS_MAX_ERROR is redone on the centred path (`gmmjax._fit`).
 # scikit-learn's own tied, diag and spherical estimates are raw-moment formulas.
 
 #: Use the moments formulation from this many features on, per covariance type, or
@@ -275,8 +278,14 @@ def _packed_index(D):
     return idx
 
 
+def moments_width(covariance_type, D):
+    """Numbers per point in `moments`: D (D + 1) / 2 (full, tied) or D."""
+    return D * (D + 1) // 2 if covariance_type in ("full", "tied") else D
+
+
 def moments(covariance_type, X):
-    """Per-point second moments of X (N, D): packed x x^T or x * x (see above)."""
+    """Per-point second moments of X (N, D), `moments_width` of them per point: packed
+    x x^T or x * x (see above)."""
     if covariance_type in ("full", "tied"):
         i, j = _triu(X.shape[1])
         return X[:, i] * X[:, j]
@@ -293,7 +302,7 @@ def _pack(A):
 def _log_gaussian_moments(covariance_type, X, XX, means, cov):
     D = X.shape[1]
     if covariance_type in ("full", "tied"):
-        P = _precision_cholesky(cov) if covariance_type == "tied" else jax.vmap(_precision_cholesky)(cov)
+        P = _precision_cholesky(cov)
         prec = P @ jnp.swapaxes(P, -1, -2)  # (K, D, D) or (D, D)
         log_det = jnp.sum(jnp.log(jnp.diagonal(P, axis1=-2, axis2=-1)), axis=-1)
         prec_mu = jnp.einsum("kde,ke->kd" if covariance_type == "full" else "de,ke->kd", prec, means)
@@ -336,7 +345,7 @@ def moments_amplification(covariance_type, means, cov):
     """
     D = means.shape[1]
     if covariance_type in ("full", "tied"):
-        P = _precision_cholesky(cov) if covariance_type == "tied" else jax.vmap(_precision_cholesky)(cov)
+        P = _precision_cholesky(cov)
         prec = jnp.abs(P @ jnp.swapaxes(P, -1, -2))
         sd = jnp.sqrt(jnp.diagonal(cov, axis1=-2, axis2=-1))
         sd = jnp.broadcast_to(sd, means.shape)

@@ -430,7 +430,7 @@ def moments_floats(N: int, D: int, config: EMConfig) -> int:
     """Numbers in one dataset's per-point `moments` (0 off the moments path)."""
     if not _covariance.uses_moments(config.covariance_type, D):
         return 0
-    return N * (D * (D + 1) // 2 if config.covariance_type in ("full", "tied") else D)
+    return N * _covariance.moments_width(config.covariance_type, D)
 
 
 def dataset_floats(N: int, D: int, config: EMConfig, restarts: int) -> int:
@@ -530,6 +530,11 @@ _fit_batch_engine = jax.jit(_fit_batch, static_argnames=("config", "chunk", "com
 def _fit_batch_jit(X, w, key, init, *, config: EMConfig, chunk: int | None = None, compact=None) -> FitResult:
     """The compiled `_fit_batch`, then the centred path for every fit that needs it."""
     res, risky = _fit_batch_engine(X, w, key, init, config=config, chunk=chunk, compact=compact)
+    if not _use_moments(X, config):  # risky is all False: no need to wait for the device
+        return res
+    if _traced((X, w, key, init)):  # inside the caller's jit or vmap: redo in the trace
+        exact = lambda: _fit_batch_engine(X, w, key, init, config=config, chunk=chunk, moments=False)[0]  # noqa: E731
+        return jax.lax.cond(jnp.any(risky), lambda: _where_rows(risky, exact(), res), lambda: res)
 
     def refit(idx):
         sub_init = jax.tree_util.tree_map(lambda a: a[idx], init)
@@ -538,17 +543,12 @@ def _fit_batch_jit(X, w, key, init, *, config: EMConfig, chunk: int | None = Non
             X[idx], w[idx], key[idx], sub_init, config=config, chunk=min(chunk or n, n), moments=False
         )[0]
 
-    if not _use_moments(X, config):  # risky is all False: no need to wait for the device
-        return res
-    if _traced((X, w, key, init)):  # inside the caller's jit or vmap: redo in the trace
-        exact = lambda: _fit_batch_engine(X, w, key, init, config=config, chunk=chunk, moments=False)[0]  # noqa: E731
-        return jax.lax.cond(jnp.any(risky), lambda: _where_rows(risky, exact(), res), lambda: res)
     return _redo_risky(res, risky, refit)
 
 
 def _traced(tree) -> bool:
     """Some leaf is a tracer: the call is being traced by the caller's jit or vmap."""
-    return any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(tree))
+    return not all(_validate._concrete(a) for a in jax.tree_util.tree_leaves(tree))
 
 
 def _where_rows(flags, a: FitResult, b: FitResult) -> FitResult:
