@@ -403,7 +403,8 @@ def _fit_compacted(X, w, key, init, config: EMConfig, capacity: int, round_iter:
 
 
 #: Working set of one chunk of datasets, in bytes, by JAX backend, and the fewest
-#: datasets a chunk holds. On a CPU small chunks win: fewer lanes wait for the slowest
+#: datasets a chunk holds, where a chunk runs as one plain vmap (few lanes, see
+#: `default_compaction`). On a CPU small chunks win: fewer lanes wait for the slowest
 #: one, and XLA's CPU code for a vmap over a few lanes ran fastest. Measured on the
 #: 2-core CPU (warm ms by datasets per chunk): W1-cpu 602 / 281 / 279 / 292 for 1 / 2 /
 #: 4 / 8; W2-cpu 20 / 18 / 17 / 16 / 36 / 39 / 40 for 1 / 2 / 4 / 5 / 6 / 8 / 200;
@@ -444,20 +445,11 @@ def lane_floats(N: int, D: int, config: EMConfig) -> int:
     return N * config.n_components * (D + 1) + trace_floats(D, config)
 
 
-def default_chunk_size(B: int, N: int, D: int, config: EMConfig, itemsize: int, backend: str | None = None) -> int:
-    """How many datasets `fit_batch` runs side by side (vmap) in each step of its lax.map.
+#: Lane compaction (see `_fit_compacted`): each round runs 1 / COMPACT_FRACTION of a
+#: chunk's lanes (restarts x datasets), the running ones, for a few iterations.
+COMPACT_FRACTION = 16
 
-    Smaller chunks also waste fewer iterations: under vmap every lane of a while_loop
-    runs until the slowest lane of its chunk has finished.
-    """
-    dataset_bytes = dataset_floats(N, D, config, config.n_init) * itemsize
-    backend = backend or jax.default_backend()
-    fits = CHUNK_BYTES.get(backend, DEFAULT_CHUNK_BYTES) // max(dataset_bytes, 1)
-    return int(max(1, min(B, max(fits, MIN_CHUNK.get(backend, 1)))))
-
-
-#: Lane compaction (see `_fit_compacted`) pays where one vmap spans many lanes: off
-#: CPU, from this many lanes (restarts x datasets) in a chunk. Capacity L/16 and 4
+#: Off CPU, compaction pays from this many lanes in a chunk. Capacity L/16 and 4
 #: iterations a round measured best overall on an H200 (benchmarks/RESULTS.md):
 #: W1 90 ms plain -> 44 ms, W3 58 ms -> 42 ms.
 COMPACT_MIN_LANES = 4096
@@ -467,15 +459,50 @@ COMPACT_MIN_LANES = 4096
 #: at L/16 = 625 lanes against 6.9-8.0 ms at L/8, L/2 or plain on an H200.
 COMPACT_MIN_WORK = 4_000_000
 
+#: On a CPU compaction pays from a few dozen lanes, with 2 iterations a round, and a
+#: round's temporaries should stay within a few MB (the caches): the chunk is then the
+#: pool of lanes that the rounds draw from, COMPACT_FRACTION rounds' worth. Measured
+#: on the 2-core CPU (warm ms, plain small chunks -> whole-batch pool at L/16-L/20):
+#: W1-cpu 271 -> 152-157, W2-cpu 14.9 -> 12.3-12.7, W3-cpu 175 -> 123-133.
+CPU_COMPACT_MIN_LANES = 32
+CPU_ROUND_ITER = 2
+CPU_ROUND_BYTES = 4 << 20
+
+
+def default_chunk_size(B: int, N: int, D: int, config: EMConfig, itemsize: int, backend: str | None = None) -> int:
+    """How many datasets `fit_batch` runs side by side in each step of its lax.map.
+
+    Off CPU: as many as fit the device memory budget. On a CPU, where the batch has
+    enough lanes for `default_compaction`, the pool its rounds draw from (whole batch
+    when it is small); otherwise a few datasets: under a plain vmap every lane of a
+    while_loop runs until the slowest lane of its chunk has finished.
+    """
+    backend = backend or jax.default_backend()
+    if backend == "cpu":
+        round_bytes = dataset_floats(N, D, config, 1) * itemsize
+        most = COMPACT_FRACTION * max(1, CPU_ROUND_BYTES // max(round_bytes, 1)) // config.n_init
+        if min(B, most) * config.n_init >= CPU_COMPACT_MIN_LANES and config.max_iter > 8:
+            n = -(-B // most)
+            return -(-B // n)  # as many datasets in every chunk: little padding
+    dataset_bytes = dataset_floats(N, D, config, config.n_init) * itemsize
+    fits = CHUNK_BYTES.get(backend, DEFAULT_CHUNK_BYTES) // max(dataset_bytes, 1)
+    return int(max(1, min(B, max(fits, MIN_CHUNK.get(backend, 1)))))
+
 
 def default_compaction(lanes: int, config: EMConfig, backend: str | None = None, lane_work: int | None = None):
-    """(capacity, round_iter) for `_fit_compacted`, or None for a plain vmap.
+    """(capacity, round_iter) for `_fit_compacted` of a chunk of ``lanes`` lanes, or None
+    for a plain vmap.
 
     ``lane_work``: N * K * D of one lane (one restart of one dataset), if known.
     """
-    if (backend or jax.default_backend()) == "cpu" or lanes < COMPACT_MIN_LANES or config.max_iter <= 8:
+    if config.max_iter <= 8:
         return None
-    capacity = max(COMPACT_MIN_LANES // 16, -(-lanes // 16))
+    capacity = -(-lanes // COMPACT_FRACTION)
+    if (backend or jax.default_backend()) == "cpu":
+        return (capacity, CPU_ROUND_ITER) if lanes >= CPU_COMPACT_MIN_LANES else None
+    if lanes < COMPACT_MIN_LANES:
+        return None
+    capacity = max(COMPACT_MIN_LANES // COMPACT_FRACTION, capacity)
     if lane_work:
         capacity = max(capacity, -(-COMPACT_MIN_WORK // lane_work))
     return None if capacity >= lanes else (capacity, 4)

@@ -108,15 +108,26 @@ def test_chunks_do_not_change_results(rng, chunk_size):
         _assert_same(_row(chunked, i), _row(whole, i))
 
 
-def test_default_chunk_is_small_on_cpu():
-    from gmmjax._fit import default_chunk_size
+def test_default_chunks_on_cpu_are_compaction_pools_or_a_few_datasets():
+    from gmmjax._fit import default_chunk_size, default_compaction
 
-    # W1-cpu: 1,000 points, K=3, D=1, 10 restarts, float32: the 2-dataset minimum.
-    assert default_chunk_size(200, 1000, 1, gmmjax.EMConfig(3, n_init=10), 4, backend="cpu") == 2
-    # W2-cpu: 400 points, K=2, D=2, one restart, no trace: 5 datasets fit 48 KiB.
-    assert default_chunk_size(200, 400, 2, gmmjax.EMConfig(2, trace=None), 4, backend="cpu") == 5
+    def plan(B, N, D, config):
+        chunk = default_chunk_size(B, N, D, config, 4, backend="cpu")
+        return chunk, default_compaction(chunk * config.n_init, config, backend="cpu")
+
+    # W1-cpu: 2,000 lanes of 24 KiB: one pool of the whole batch, 1/16 of it a round.
+    assert plan(200, 1000, 1, gmmjax.EMConfig(3, n_init=10)) == (200, (125, 2))
+    # W3-cpu: 648 KiB a lane (moments included): 4 MiB rounds of 6 lanes, pools of at
+    # most 19 datasets, here 3 chunks of 14 (2 datasets of padding, not 18).
+    assert plan(40, 2000, 8, gmmjax.EMConfig(5, n_init=5)) == (14, (5, 2))
+    # A huge batch is split into pools of the same size.
+    chunk, compact = plan(10**6, 1000, 1, gmmjax.EMConfig(3, n_init=10, trace=None))
+    assert chunk == 278 and compact == (174, 2)
+    # Too few lanes for compaction: a few datasets per plain vmap (48 KiB).
+    assert plan(3, 400, 2, gmmjax.EMConfig(2, trace=None)) == (3, None)
+    assert plan(200, 400, 2, gmmjax.EMConfig(2, max_iter=5, trace=None)) == (5, None)
+    assert plan(1, 10**7, 16, gmmjax.EMConfig(32)) == (1, None)
     assert default_chunk_size(200, 1000, 1, gmmjax.EMConfig(3, n_init=10), 4, backend="gpu") == 200
-    assert default_chunk_size(1, 10**7, 16, gmmjax.EMConfig(32), 4, backend="cpu") == 1
     # Parameter traces count: 1,000 iterations of K=3, D=2 snapshots for 10 restarts.
     big_trace = gmmjax.EMConfig(3, n_init=10, max_iter=1000, trace="params")
     assert default_chunk_size(10**5, 100, 2, big_trace, 4, backend="gpu") < 10**4
@@ -124,7 +135,7 @@ def test_default_chunk_is_small_on_cpu():
 
 @pytest.mark.parametrize("config", [CONFIG, gmmjax.EMConfig(2, covariance_type="diag", n_init=2, keep_restarts=True)])
 def test_compacted_lanes_equal_plain_vmap(rng, config):
-    """Lane compaction (used off-CPU for large batches) changes no result."""
+    """Lane compaction (used for batches of many lanes) changes no result."""
     from gmmjax._validate import batch
 
     Xs = _datasets(rng) + [np.full((30, 2), np.nan), np.ones((1, 2))]
@@ -142,11 +153,12 @@ def test_compacted_lanes_equal_plain_vmap(rng, config):
                 np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
 
 
-def test_compaction_only_off_cpu_and_for_many_lanes():
+def test_compaction_needs_many_lanes_off_cpu():
     from gmmjax._fit import default_compaction
 
     config = gmmjax.EMConfig(3, n_init=10)
-    assert default_compaction(100_000, config, backend="cpu") is None
+    assert default_compaction(100_000, config, backend="cpu") == (6_250, 2)
+    assert default_compaction(31, config, backend="cpu") is None
     assert default_compaction(100, config, backend="gpu") is None
     assert default_compaction(100_000, config, backend="gpu") == (6_250, 4)
     assert default_compaction(5_000, config, backend="gpu") == (313, 4)
