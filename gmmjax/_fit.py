@@ -17,6 +17,7 @@ One lane is one restart of one dataset:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Optional
 
@@ -550,8 +551,36 @@ def _fit_batch(X, w, key, init, config: EMConfig, chunk: int | None = None, comp
     return jax.tree_util.tree_map(lambda a: a.reshape((n * chunk,) + a.shape[2:])[:B], res)
 
 
-_fit_jit = jax.jit(_fit_dataset, static_argnames=("config", "moments"))
-_fit_batch_engine = jax.jit(_fit_batch, static_argnames=("config", "chunk", "compact", "moments"))
+#: XLA's CPU backend optimises its LLVM code at -O3 by default. At -O2 the engine
+#: compiled in 1.7-2.6 s instead of 2.6-3.1 s (W1-cpu, W2-cpu, W3-cpu on the 2-core
+#: CPU), with the same run times (benchmarks/RESULTS.md).
+CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 2}
+
+
+class engine_jit:
+    """``jax.jit(fun, static_argnames=...)``, compiled with `CPU_COMPILER_OPTIONS` where
+    JAX's default backend is a CPU (decided at each call, not at import: importing
+    gmmjax does not start a JAX backend). Inside a caller's jit or vmap the caller's
+    compilation decides (JAX takes compiler options only at the top level).
+    ``lower``, ``trace`` and the like reach the jitted function of the current backend."""
+
+    def __init__(self, fun, static_argnames):
+        self._cpu = jax.jit(fun, static_argnames=static_argnames, compiler_options=CPU_COMPILER_OPTIONS)
+        self._other = jax.jit(fun, static_argnames=static_argnames)
+        functools.update_wrapper(self, fun)
+
+    def _jitted(self, args=()):
+        return self._cpu if jax.default_backend() == "cpu" and not _traced(args) else self._other
+
+    def __call__(self, *args, **kwargs):
+        return self._jitted((args, kwargs))(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._jitted(), name)
+
+
+_fit_jit = engine_jit(_fit_dataset, static_argnames=("config", "moments"))
+_fit_batch_engine = engine_jit(_fit_batch, static_argnames=("config", "chunk", "compact", "moments"))
 
 
 def _fit_batch_jit(X, w, key, init, *, config: EMConfig, chunk: int | None = None, compact=None) -> FitResult:

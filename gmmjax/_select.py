@@ -30,7 +30,7 @@ import numpy as np
 from gmmjax import _validate
 from gmmjax._covariance import COVARIANCE
 from gmmjax._em import e_step
-from gmmjax._fit import _fit_dataset
+from gmmjax._fit import _fit_dataset, engine_jit
 from gmmjax._types import COVARIANCE_TYPES, EMConfig, FitResult, GMMParams, Status
 from gmmjax._validate import check_covariance_type
 
@@ -90,7 +90,7 @@ def _select(X, w, keys, ks, config: EMConfig):
 
 #: The one compile boundary of `select_n_components`: one compilation per
 #: covariance type and data shape, whatever the grid of K.
-_select_jit = jax.jit(_select, static_argnames=("config",))
+_select_jit = engine_jit(_select, static_argnames=("config",))
 
 
 class Selection(NamedTuple):

@@ -64,7 +64,7 @@ from gmmjax import _io
 from gmmjax._density import log_prob as _log_prob
 from gmmjax._density import predict_proba as _predict_proba
 from gmmjax._density import sample as _sample
-from gmmjax._fit import _fit_dataset, best_restart, fit, fit_batch, status_counts
+from gmmjax._fit import _fit_dataset, best_restart, engine_jit, fit, fit_batch, status_counts
 from gmmjax._init import init_params as _engine_init
 from gmmjax._select import n_parameters
 from gmmjax._types import EMConfig, GMMParams, Status, Trace
@@ -234,8 +234,8 @@ def _fit_partial_one(X, w, key, inits, config: EMConfig):
     return best._replace(restarts=res if config.keep_restarts else None)
 
 
-_fit_partial_jit = jax.jit(_fit_partial_one, static_argnames=("config",))
-_fit_partial_batch_jit = jax.jit(
+_fit_partial_jit = engine_jit(_fit_partial_one, static_argnames=("config",))
+_fit_partial_batch_jit = engine_jit(
     lambda X, w, keys, inits, config: jax.vmap(lambda x, ww, k, i: _fit_partial_one(x, ww, k, i, config))(
         X, w, keys, inits
     ),
