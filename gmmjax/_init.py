@@ -23,8 +23,19 @@ from gmmjax._types import EMConfig, GMMParams
 KMEANS_MAX_ITER = 100
 
 
+#: Up to this many features `_sq_dist` sums squared differences feature by feature
+#: (elementwise work that fuses, and exact); above, the matrix-product expansion.
+#: Under vmap the expansion is one tiny batched matrix product per lane, which XLA's
+#: CPU backend runs one lane at a time.
+ELEMENTWISE_MAX_D = 8
+
+
 def _sq_dist(X, centers):
-    """(N, C) squared Euclidean distances, clipped at zero."""
+    """(N, C) squared Euclidean distances."""
+    D = X.shape[1]
+    if D <= ELEMENTWISE_MAX_D:
+        diff = [X[:, d, None] - centers[None, :, d] for d in range(D)]
+        return sum((a * a for a in diff[1:]), diff[0] * diff[0])
     d = (
         jnp.sum(X * X, axis=1)[:, None]
         - 2.0 * X @ centers.T
