@@ -77,3 +77,17 @@ def test_predict_proba_keeps_scikit_learns_layout():
     proba = np.asarray(gmmjax.predict_proba(res.params, X))
     assert proba.shape == (40, 3)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("D", [1, 3, 8, 9])
+def test_kmeans_distances_equal_the_definition(D):
+    """k-means++'s squared distances: feature by feature (D <= 8) or expanded (D > 8)."""
+    from gmmjax import _init
+
+    assert (D <= _init.ELEMENTWISE_MAX_D) == (D != 9)
+    rng = np.random.default_rng(D)
+    X, C = rng.normal(size=(50, D)), rng.normal(size=(4, D))
+    got = np.asarray(_init._sq_dist(jnp.asarray(X), jnp.asarray(C)))
+    want = np.sum((X[:, None, :] - C[None, :, :]) ** 2, axis=-1)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert np.all(got >= 0)
