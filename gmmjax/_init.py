@@ -16,7 +16,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from gmmjax._em import highest_precision, m_step
+from gmmjax._em import UNROLL_K, highest_precision, m_step
 from gmmjax._types import EMConfig, GMMParams
 
 #: Lloyd iterations of init="kmeans" stop when no label changes, or after this many.
@@ -31,17 +31,36 @@ ELEMENTWISE_MAX_D = 8
 
 
 def _sq_dist(X, centers):
-    """(N, C) squared Euclidean distances."""
+    """(C, N) squared Euclidean distances (center-major, as the engine's (K, N) arrays:
+    sums over the points run along contiguous memory)."""
     D = X.shape[1]
     if D <= ELEMENTWISE_MAX_D:
-        diff = [X[:, d, None] - centers[None, :, d] for d in range(D)]
+        diff = [X[None, :, d] - centers[:, d, None] for d in range(D)]
         return sum((a * a for a in diff[1:]), diff[0] * diff[0])
     d = (
-        jnp.sum(X * X, axis=1)[:, None]
-        - 2.0 * X @ centers.T
-        + jnp.sum(centers * centers, axis=1)[None, :]
+        jnp.sum(X * X, axis=1)[None, :]
+        - 2.0 * centers @ X.T
+        + jnp.sum(centers * centers, axis=1)[:, None]
     )
     return jnp.maximum(d, 0.0)
+
+
+#: `_cumsum` sums blocks of this many points as products with a triangular matrix
+#: of ones: under vmap one large matrix product for all lanes.
+CDF_BLOCK = 32
+
+
+def _cumsum(a):
+    """Running sums of a (N,): within blocks of CDF_BLOCK by a matrix product, then
+    the blocks' offsets. XLA's scan for jnp.cumsum took most of k-means++'s time on a
+    CPU."""
+    N, b = a.shape[0], CDF_BLOCK
+    nb = -(-N // b)
+    blocks = jnp.pad(a, (0, nb * b - N)).reshape(nb, b)
+    within = blocks @ jnp.triu(jnp.ones((b, b), a.dtype))  # within[i, j] = sum_{l <= j} blocks[i, l]
+    ends = within[:, -1]
+    offsets = jnp.triu(jnp.ones((nb, nb), a.dtype), 1).T @ ends  # sum of the blocks before
+    return (within + offsets[:, None]).reshape(-1)[:N]
 
 
 def _draw_index(u, mass, last_valid):
@@ -50,7 +69,7 @@ def _draw_index(u, mass, last_valid):
     The first n with cdf[n] > u * total, found by counting (a handful of draws
     against N points: cheaper to compile than a binary search, and no slower).
     """
-    cdf = jnp.cumsum(mass)
+    cdf = _cumsum(mass)
     idx = jnp.sum(cdf[None, :] <= (u * cdf[-1])[:, None], axis=1)
     return jnp.minimum(idx, last_valid)
 
@@ -89,7 +108,7 @@ def kmeans_plusplus(key, X, w, K, active):
     u = jax.random.uniform(key, (K, n_trials), X.dtype)  # every draw, up front
     first = _draw_index(u[0, :1], w, last)[0]
     centers = jnp.zeros((K, X.shape[1]), X.dtype).at[0].set(X[first])
-    closest = _sq_dist(X, X[first][None])[:, 0]  # (N,)
+    closest = _sq_dist(X, X[first][None])[0]  # (N,)
 
     def add_seed(c, carry):
         centers, closest = carry
@@ -97,10 +116,10 @@ def kmeans_plusplus(key, X, w, K, active):
         # All valid points already sit on a seed (e.g. constant data): draw by weight.
         mass = jnp.where(jnp.sum(mass) > 0, mass, w)
         cand = _draw_index(u[c], mass, last)  # (n_trials,)
-        d = jnp.minimum(closest[:, None], _sq_dist(X, X[cand]))  # (N, n_trials)
-        best = jnp.argmin(jnp.sum(w[:, None] * d, axis=0))
+        d = jnp.minimum(closest[None, :], _sq_dist(X, X[cand]))  # (n_trials, N)
+        best = jnp.argmin(d @ w)
         on = active[c]
-        return centers.at[c].set(jnp.where(on, X[cand[best]], centers[0])), jnp.where(on, d[:, best], closest)
+        return centers.at[c].set(jnp.where(on, X[cand[best]], centers[0])), jnp.where(on, d[best], closest)
 
     centers, _ = jax.lax.fori_loop(1, K, add_seed, (centers, closest))
     return centers
@@ -154,7 +173,14 @@ def lloyd(X, w, centers, active):
 
 def _nearest(X, centers, active):
     """(N,) index of the nearest active center."""
-    return jnp.argmin(jnp.where(active[None, :], _sq_dist(X, centers), jnp.inf), axis=1)
+    d = jnp.where(active[:, None], _sq_dist(X, centers), jnp.inf)  # (K, N)
+    if d.shape[0] > UNROLL_K:
+        return jnp.argmin(d, axis=0)
+    best, idx = d[0], jnp.zeros(d.shape[1], jnp.int32)
+    for k in range(1, d.shape[0]):  # written out over the rows, as `logsumexp_rows`
+        closer = d[k] < best
+        best, idx = jnp.where(closer, d[k], best), jnp.where(closer, k, idx)
+    return idx
 
 
 @highest_precision

@@ -88,6 +88,29 @@ def test_kmeans_distances_equal_the_definition(D):
     rng = np.random.default_rng(D)
     X, C = rng.normal(size=(50, D)), rng.normal(size=(4, D))
     got = np.asarray(_init._sq_dist(jnp.asarray(X), jnp.asarray(C)))
-    want = np.sum((X[:, None, :] - C[None, :, :]) ** 2, axis=-1)
+    want = np.sum((X[None, :, :] - C[:, None, :]) ** 2, axis=-1)  # (C, N)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     assert np.all(got >= 0)
+
+
+@pytest.mark.parametrize("K", [1, 3, 70])
+def test_nearest_center_is_argmin_over_active_centers(K):
+    from gmmjax import _init
+
+    rng = np.random.default_rng(K)
+    X, C = rng.normal(size=(200, 2)), rng.normal(size=(K, 2))
+    X[:5] = C[0]  # ties between equal centers go to the first, as np.argmin
+    C = np.concatenate([C, C[:1]])
+    active = np.arange(K + 1) != K // 2 if K > 1 else np.ones(K + 1, bool)
+    got = np.asarray(_init._nearest(jnp.asarray(X), jnp.asarray(C), jnp.asarray(active)))
+    d = np.sum((X[None] - C[:, None]) ** 2, axis=-1)
+    d[~active] = np.inf
+    np.testing.assert_array_equal(got, np.argmin(d, axis=0))
+
+
+@pytest.mark.parametrize("N", [1, 31, 32, 33, 1000])
+def test_blocked_running_sums_equal_cumsum(N):
+    from gmmjax import _init
+
+    a = np.random.default_rng(N).random(N)
+    np.testing.assert_allclose(np.asarray(_init._cumsum(jnp.asarray(a))), np.cumsum(a), rtol=1e-13)
