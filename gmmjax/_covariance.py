@@ -60,6 +60,13 @@ def _small_precision_cholesky(cov):
     return jnp.stack([jnp.stack([M[j][i] if j >= i else zero for j in range(D)], -1) for i in range(D)], -2)
 
 
+def point_sum(a):
+    """Sums of a (..., N) array over its last (points) axis, as a product with a vector
+    of ones: under vmap one matrix-vector product over every lane, which ran ~2x faster
+    than XLA's CPU reduction over the minor axis (benchmarks/RESULTS.md)."""
+    return a @ jnp.ones(a.shape[-1], a.dtype)
+
+
 def _precision_cholesky(cov):
     """P with P P^T = cov^{-1} and P upper triangular (scikit-learn's precisions_cholesky_),
     for one (D, D) covariance or a stack (..., D, D).
@@ -148,7 +155,7 @@ def _log_gaussian_1d(x, means, var):
 def _estimate_var_1d(x, wr, nk, means):
     """(K,) weighted variances about each component's mean, from centred data."""
     diff = x[None, :] - means[:, None]
-    return jnp.sum(wr * diff * diff, axis=1) / nk
+    return point_sum(wr * diff * diff) / nk
 
 
 #: Use the elementwise path for D = 1 (read at trace time; False for the generic
@@ -194,7 +201,7 @@ def _estimate_small(covariance_type, X, wr, nk, means, reg_covar):
     wd = [wr * diff[d] for d in range(D)]
     idx = _packed_index(D)
     i, j = _triu(D)
-    S = jnp.stack([jnp.sum(wd[a] * diff[b], axis=1) for a, b in zip(i, j)], axis=-1)  # (K, P)
+    S = jnp.stack([point_sum(wd[a] * diff[b]) for a, b in zip(i, j)], axis=-1)  # (K, P)
     cov = S[:, idx]  # (K, D, D): sum_n wr (x - mu)(x - mu)^T
     if covariance_type == "tied":
         cov = jnp.sum(cov, axis=0) / jnp.sum(nk)

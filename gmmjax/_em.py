@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from gmmjax._covariance import COVARIANCE, estimate, log_gaussian
+from gmmjax._covariance import COVARIANCE, SMALL_D, estimate, log_gaussian, point_sum
 from gmmjax._types import GMMParams
 
 def highest_precision(f):
@@ -64,6 +64,13 @@ def logsumexp_rows(a):
     return jnp.log(s) + m
 
 
+def _point_sum(X, a):
+    """Sums over the points of a (..., N): `point_sum` on the elementwise paths for few
+    features (X (N, D), D <= SMALL_D), where it ran faster; XLA's reduction elsewhere,
+    where it fuses with the matrix products (W3-cpu was 15% slower with point_sum)."""
+    return point_sum(a) if X.shape[1] <= SMALL_D else jnp.sum(a, axis=-1)
+
+
 def e_step(X, w, params: GMMParams, covariance_type: str, XX=None):
     """Returns (mean per-sample log-likelihood, (K, N) log responsibilities).
 
@@ -73,7 +80,7 @@ def e_step(X, w, params: GMMParams, covariance_type: str, XX=None):
     wlp = weighted_log_prob(X, params, covariance_type, XX)
     log_norm = logsumexp_rows(wlp)  # (N,)
     total = jnp.sum(w)
-    ll = jnp.sum(jnp.where(w > 0, w * log_norm, 0.0)) / jnp.where(total > 0, total, 1.0)
+    ll = _point_sum(X, jnp.where(w > 0, w * log_norm, 0.0)) / jnp.where(total > 0, total, 1.0)
     ll = jnp.where(total > 0, ll, -jnp.inf)
     return ll, wlp - log_norm[None, :]
 
@@ -90,8 +97,11 @@ def m_step(X, w, resp, covariance_type: str, reg_covar: float, active, XX=None) 
     """
     wr = resp * w[None, :]  # (K, N)
     eps = jnp.finfo(X.dtype).eps
-    nk = jnp.sum(wr, axis=1) + 10 * eps  # (K,)
-    means = (wr @ X) / nk[:, None]
+    nk = _point_sum(X, wr) + 10 * eps  # (K,)
+    if X.shape[1] <= SMALL_D:  # a few features: one sum per feature, as nk
+        means = jnp.stack([point_sum(wr * X[:, d]) for d in range(X.shape[1])], axis=-1) / nk[:, None]
+    else:
+        means = (wr @ X) / nk[:, None]
     cov = estimate(covariance_type, X, wr, nk, means, reg_covar, XX)
     mass = jnp.where(active, nk, 0.0)
     return GMMParams(weights=mass / jnp.sum(mass), means=means, covariances=cov)

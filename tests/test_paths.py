@@ -114,3 +114,9 @@ def test_blocked_running_sums_equal_cumsum(N):
 
     a = np.random.default_rng(N).random(N)
     np.testing.assert_allclose(np.asarray(_init._cumsum(jnp.asarray(a))), np.cumsum(a), rtol=1e-13)
+
+
+def test_point_sums_as_products_equal_sums_under_vmap():
+    a = np.random.default_rng(0).normal(size=(7, 3, 101))
+    got = jax.vmap(_covariance.point_sum)(jnp.asarray(a))
+    np.testing.assert_allclose(np.asarray(got), a.sum(axis=-1), rtol=1e-12, atol=1e-12)
