@@ -12,7 +12,9 @@ the engine's execution variants, which change speed but not results:
 - ``no-1d`` / ``1d``: W1 with the one-feature path forced off / on;
 - ``centred``: the default with the moments path off (W3: 8 features, full);
 - ``small-D off``: the default without the elementwise paths for few features
-  (W2: the written-out Cholesky factor and covariance entries).
+  (W2: the written-out Cholesky factor and covariance entries);
+- ``point sums off``: the default with XLA's reductions instead of products with ones
+  for the sums over the points (`gmmjax._covariance.POINT_SUM_PRODUCTS`; W1, W2).
 
 Each variant: the first call (compile + run) and the median of ``--repeats`` warm
 runs; the mean log-likelihood and the iteration counts show that every variant did
@@ -78,6 +80,8 @@ def _variants(w, lanes, config, backend):
         out.append(("default, centred path (moments off)", dict(chunk=min(chunk, B), compact=comp), "centred"))
     if 2 <= w.D <= _covariance.SMALL_D:
         out.append(("default, small-D paths off", dict(chunk=min(chunk, B), compact=comp), "small-D off"))
+    if w.D <= _covariance.SMALL_D:
+        out.append(("default, point sums off", dict(chunk=min(chunk, B), compact=comp), "point sums off"))
     return out
 
 
@@ -105,11 +109,14 @@ def main(argv=None):
         for name, kw, one_d in variants:
             _covariance.MOMENTS_MIN_D.update(moments_min_d)
             _covariance.SMALL_D = small_d
+            _covariance.POINT_SUM_PRODUCTS = one_d != "point sums off"
             if one_d == "centred":
                 _covariance.MOMENTS_MIN_D.update(dict.fromkeys(moments_min_d))
                 one_d = None
             elif one_d == "small-D off":
                 _covariance.SMALL_D = 0
+                one_d = None
+            elif one_d == "point sums off":
                 one_d = None
             _covariance.ONE_D_PATH = one_d_default if one_d is None else one_d
             jax.clear_caches()
@@ -128,6 +135,7 @@ def main(argv=None):
         _covariance.MOMENTS_MIN_D.update(moments_min_d)
         _covariance.SMALL_D = small_d
     _covariance.ONE_D_PATH = one_d_default
+    _covariance.POINT_SUM_PRODUCTS = True
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(backend=backend, devices=[str(d) for d in jax.devices()], jax=jax.__version__,

@@ -60,10 +60,16 @@ def _small_precision_cholesky(cov):
     return jnp.stack([jnp.stack([M[j][i] if j >= i else zero for j in range(D)], -1) for i in range(D)], -2)
 
 
+#: `point_sum` as a product with ones (read at trace time; False: XLA's reduction).
+POINT_SUM_PRODUCTS = True
+
+
 def point_sum(a):
     """Sums of a (..., N) array over its last (points) axis, as a product with a vector
     of ones: under vmap one matrix-vector product over every lane, which ran ~2x faster
     than XLA's CPU reduction over the minor axis (benchmarks/RESULTS.md)."""
+    if not POINT_SUM_PRODUCTS:
+        return jnp.sum(a, axis=-1)
     return a @ jnp.ones(a.shape[-1], a.dtype)
 
 
