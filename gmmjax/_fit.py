@@ -1,6 +1,7 @@
 """EM fits: the while_loop with its trace buffer, restarts and datasets via vmap.
 
-This is the one place where batch axes are added and where jit is applied.
+This is the one place where batch axes are added and where jit is applied (through
+`gmmjax._compile.engine_jit`).
 One lane is one restart of one dataset:
 
     _em_start / _em_step / _em_loop / _em_finish   one lane's EM (lax.while_loop)
@@ -17,7 +18,6 @@ One lane is one restart of one dataset:
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple, Optional
 
@@ -27,6 +27,7 @@ import numpy as np
 
 from gmmjax import _validate
 from gmmjax import _covariance
+from gmmjax._compile import engine_jit, traced
 from gmmjax._covariance import COVARIANCE
 from gmmjax._em import e_step, highest_precision, is_degenerate, is_finite, m_step
 from gmmjax._init import init_params as _init_params
@@ -513,8 +514,15 @@ def _lane_work(N: int, D: int, config: EMConfig) -> int:
     return N * config.n_components * D
 
 
+def _per_dataset_keys(key, B: int):
+    """(B,) keys: ``key`` itself, or ``split(key, B)`` of a single key."""
+    return jax.random.split(key, B) if _validate._is_single_key(key) else key
+
+
 def _fit_batch(X, w, key, init, config: EMConfig, chunk: int | None = None, compact=None, moments=None):
-    """Datasets via vmap: X (B, N, D), w (B, N), key (B,), init leaves (B, ...) or None.
+    """Datasets via vmap: X (B, N, D), w (B, N), key (B,) or one key (dataset i then uses
+    ``split(key, B)[i]``; split here, which spares a separate compiled program), init
+    leaves (B, ...) or None.
 
     With ``chunk`` < B the datasets run ``chunk`` at a time, the chunks one after
     another under lax.map, in one compiled call. The batch is padded to a multiple of
@@ -524,6 +532,7 @@ def _fit_batch(X, w, key, init, config: EMConfig, chunk: int | None = None, comp
     """
     if moments is None:
         moments = _use_moments(X, config)
+    key = _per_dataset_keys(key, X.shape[0])
 
     def fit_many(x, ww, k, i):
         if compact is not None:
@@ -551,34 +560,6 @@ def _fit_batch(X, w, key, init, config: EMConfig, chunk: int | None = None, comp
     return jax.tree_util.tree_map(lambda a: a.reshape((n * chunk,) + a.shape[2:])[:B], res)
 
 
-#: XLA's CPU backend optimises its LLVM code at -O3 by default. At -O2 the engine
-#: compiled in 1.7-2.6 s instead of 2.6-3.1 s (W1-cpu, W2-cpu, W3-cpu on the 2-core
-#: CPU), with the same run times (benchmarks/RESULTS.md).
-CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 2}
-
-
-class engine_jit:
-    """``jax.jit(fun, static_argnames=...)``, compiled with `CPU_COMPILER_OPTIONS` where
-    JAX's default backend is a CPU (decided at each call, not at import: importing
-    gmmjax does not start a JAX backend). Inside a caller's jit or vmap the caller's
-    compilation decides (JAX takes compiler options only at the top level).
-    ``lower``, ``trace`` and the like reach the jitted function of the current backend."""
-
-    def __init__(self, fun, static_argnames):
-        self._cpu = jax.jit(fun, static_argnames=static_argnames, compiler_options=CPU_COMPILER_OPTIONS)
-        self._other = jax.jit(fun, static_argnames=static_argnames)
-        functools.update_wrapper(self, fun)
-
-    def _jitted(self, args=()):
-        return self._cpu if jax.default_backend() == "cpu" and not _traced(args) else self._other
-
-    def __call__(self, *args, **kwargs):
-        return self._jitted((args, kwargs))(*args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._jitted(), name)
-
-
 _fit_jit = engine_jit(_fit_dataset, static_argnames=("config", "moments"))
 _fit_batch_engine = engine_jit(_fit_batch, static_argnames=("config", "chunk", "compact", "moments"))
 
@@ -588,23 +569,20 @@ def _fit_batch_jit(X, w, key, init, *, config: EMConfig, chunk: int | None = Non
     res, risky = _fit_batch_engine(X, w, key, init, config=config, chunk=chunk, compact=compact)
     if not _use_moments(X, config):  # risky is all False: no need to wait for the device
         return res
-    if _traced((X, w, key, init)):  # inside the caller's jit or vmap: redo in the trace
+    if traced((X, w, key, init)):  # inside the caller's jit or vmap: redo in the trace
         exact = lambda: _fit_batch_engine(X, w, key, init, config=config, chunk=chunk, moments=False)[0]  # noqa: E731
         return jax.lax.cond(jnp.any(risky), lambda: _where_rows(risky, exact(), res), lambda: res)
+
+    keys = _per_dataset_keys(key, X.shape[0])
 
     def refit(idx):
         sub_init = jax.tree_util.tree_map(lambda a: a[idx], init)
         n = idx.size
         return _fit_batch_engine(
-            X[idx], w[idx], key[idx], sub_init, config=config, chunk=min(chunk or n, n), moments=False
+            X[idx], w[idx], keys[idx], sub_init, config=config, chunk=min(chunk or n, n), moments=False
         )[0]
 
     return _redo_risky(res, risky, refit)
-
-
-def _traced(tree) -> bool:
-    """Some leaf is a tracer: the call is being traced by the caller's jit or vmap."""
-    return not all(_validate._concrete(a) for a in jax.tree_util.tree_leaves(tree))
 
 
 def _where_rows(flags, a: FitResult, b: FitResult) -> FitResult:
@@ -646,7 +624,7 @@ def fit(X, config: EMConfig, *, key=None, weights=None, init_params: GMMParams |
     def centred():  # precision lost on the moments path: the centred path
         return _fit_jit(X, w, key, init, config=config, moments=False)[0]
 
-    if _traced((X, w, key, init)):  # inside the caller's jit or vmap
+    if traced((X, w, key, init)):  # inside the caller's jit or vmap
         return jax.lax.cond(risky, centred, lambda: res)
     return centred() if bool(risky) else res
 
@@ -713,7 +691,7 @@ def fit_batch(
         return blocks.run()
     X, w = _validate.batch(Xs, mask, weights)
     B = X.shape[0]
-    key = _validate.key_for(key, init_params, batch=B)
+    key = _validate.key_for(key, init_params, batch=B, split=False)
     init = _validate.init_params(init_params, config, X.shape[2], X.dtype, batch=B)
     if chunk_size is None:
         chunk_size = default_chunk_size(B, X.shape[1], X.shape[2], config, X.dtype.itemsize)

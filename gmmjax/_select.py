@@ -30,7 +30,8 @@ import numpy as np
 from gmmjax import _validate
 from gmmjax._covariance import COVARIANCE
 from gmmjax._em import e_step
-from gmmjax._fit import _fit_dataset, engine_jit
+from gmmjax._compile import engine_jit
+from gmmjax._fit import _fit_dataset
 from gmmjax._types import COVARIANCE_TYPES, EMConfig, FitResult, GMMParams, Status
 from gmmjax._validate import check_covariance_type
 

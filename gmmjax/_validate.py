@@ -190,8 +190,9 @@ def _is_single_key(key):
     return key.shape == (2,) and key.dtype == jnp.uint32
 
 
-def key_for(key, init_params, batch):
-    """A single key (batch None) or a (B,) array of keys, one per dataset."""
+def key_for(key, init_params, batch, split=True):
+    """A single key (batch None) or a (B,) array of keys, one per dataset. With
+    ``split`` False a single key stays single (the engine splits it, in the trace)."""
     if key is None:
         if init_params is None:
             raise ValueError("pass a random key, e.g. key=jax.random.key(0) (or give init_params).")
@@ -202,7 +203,7 @@ def key_for(key, init_params, batch):
             raise ValueError(f"key must be a single PRNG key such as jax.random.key(0), got shape {key.shape}.")
         return key
     if _is_single_key(key):
-        return jax.random.split(key, batch)
+        return jax.random.split(key, batch) if split else key
     n = key.shape[0] if key.ndim else -1
     ok = (key.ndim == 1) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else (key.ndim == 2)
     if not ok or n != batch:

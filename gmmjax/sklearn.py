@@ -64,7 +64,8 @@ from gmmjax import _io
 from gmmjax._density import log_prob as _log_prob
 from gmmjax._density import predict_proba as _predict_proba
 from gmmjax._density import sample as _sample
-from gmmjax._fit import _fit_dataset, best_restart, engine_jit, fit, fit_batch, status_counts
+from gmmjax._compile import engine_jit
+from gmmjax._fit import _fit_dataset, best_restart, fit, fit_batch, status_counts
 from gmmjax._init import init_params as _engine_init
 from gmmjax._select import n_parameters
 from gmmjax._types import EMConfig, GMMParams, Status, Trace

@@ -1,0 +1,226 @@
+"""How the engine's entry points are compiled: `engine_jit`.
+
+Two things happen here that a plain ``jax.jit`` does not do:
+
+- On a CPU the programs are compiled with `CPU_COMPILER_OPTIONS` (LLVM -O2).
+- Where JAX's persistent compilation cache is on (``jax_compilation_cache_dir``), the
+  traced and lowered programs are kept beside it, as `jax.export` programs in
+  ``<cache dir>/gmmjax-programs``. JAX's cache skips only XLA's compilation; tracing
+  gmmjax's Python and lowering it cost ~0.5 s per program in every new process.
+  A new process loads the stored program instead and takes its compilation from
+  JAX's cache. Measured on the 2-core CPU (W1-cpu, benchmarks/RESULTS.md): the first
+  call of a second process took ~1.0 s with JAX's cache alone, ~0.4 s with both.
+
+A stored program is found by a digest of everything it was built from: gmmjax's
+source files, the versions of jax and jaxlib, the backend, JAX's numeric settings,
+gmmjax's module-level settings (e.g. `gmmjax._covariance.MOMENTS_MIN_D`), the static
+arguments and the shapes and dtypes of the others. Writing it needs the
+``flatbuffers`` package (``pip install "gmmjax[cache]"``); without it, or if anything
+about a stored program goes wrong, the call takes the plain jit path: the cache can
+make a call slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import os
+import pathlib
+import sys
+import tempfile
+
+import jax
+import numpy as np
+from jax import export
+
+from gmmjax import _validate
+from gmmjax._types import FitResult, GMMParams, Trace
+
+#: XLA's CPU backend optimises its LLVM code at -O3 by default. At -O2 the engine
+#: compiled in 1.7-2.6 s instead of 2.6-3.1 s (W1-cpu, W2-cpu, W3-cpu on the 2-core
+#: CPU), with the same run times (benchmarks/RESULTS.md).
+CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 2}
+
+#: Folder of the stored programs, inside JAX's compilation cache folder.
+PROGRAMS_DIR = "gmmjax-programs"
+
+#: Programs stored and loaded by this process (read by the tests).
+stats = {"stored": 0, "loaded": 0}
+
+for _t in (GMMParams, FitResult, Trace):
+    export.register_namedtuple_serialization(_t, serialized_name=f"gmmjax.{_t.__name__}")
+
+
+def traced(tree) -> bool:
+    """Some leaf is a tracer: the call is being traced by the caller's jit or vmap."""
+    return not all(_validate._concrete(a) for a in jax.tree_util.tree_leaves(tree))
+
+
+class engine_jit:
+    """``jax.jit(fun, static_argnames=...)`` with the two additions above.
+
+    The backend is read at each call, not at import (importing gmmjax starts no JAX
+    backend). Inside a caller's jit or vmap the caller's compilation decides (JAX
+    takes compiler options only at the top level). ``lower``, ``trace`` and the like
+    reach the jitted function of the current backend.
+    """
+
+    def __init__(self, fun, static_argnames):
+        self._module = fun.__module__
+        self._name = f"{fun.__module__}.{fun.__qualname__}"
+        self._static = frozenset(static_argnames)
+        self._cpu = jax.jit(fun, static_argnames=static_argnames, compiler_options=CPU_COMPILER_OPTIONS)
+        self._other = jax.jit(fun, static_argnames=static_argnames)
+        self._programs = {}  # digest -> jitted call of a stored program (None: not storable)
+        functools.update_wrapper(self, fun)
+
+    def _jitted(self):
+        return self._cpu if jax.default_backend() == "cpu" else self._other
+
+    def __call__(self, *args, **kwargs):
+        if traced((args, kwargs)):
+            return self._other(*args, **kwargs)
+        jitted = self._jitted()
+        store = _store_dir()
+        if store is not None and set(kwargs) <= self._static:
+            call = self._stored(store, jitted, args, kwargs)
+            if call is not None:
+                try:
+                    return call(*args)
+                except Exception:  # e.g. an argument the stored program does not take
+                    pass
+        return jitted(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._jitted(), name)
+
+    def _stored(self, store: pathlib.Path, jitted, args, kwargs):
+        """The jitted call of the stored program for these arguments (stored now if
+        there is none yet), or None where it cannot be stored."""
+        try:
+            digest = self._digest(args, kwargs)
+        except Exception:
+            return None
+        if digest in self._programs:
+            return self._programs[digest]
+        path = store / f"{digest}.jaxexport"
+        program = None
+        try:
+            if path.exists():
+                program = export.deserialize(bytearray(path.read_bytes()))
+                stats["loaded"] += 1
+        except Exception:  # unreadable: stored again below
+            program = None
+        if program is None:
+            try:
+                program = export.export(jitted)(*args, **kwargs)
+                _write_atomic(path, program.serialize())
+                stats["stored"] += 1
+            except Exception:  # not exportable or no flatbuffers: the plain jit path
+                self._programs[digest] = None
+                return None
+        options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+        call = self._programs[digest] = jax.jit(program.call, compiler_options=options)
+        return call
+
+    def _digest(self, args, kwargs) -> str:
+        leaves, treedef = jax.tree_util.tree_flatten(args)
+        avals = [(tuple(np.shape(a)), str(jax.typeof(a).dtype)) for a in leaves]
+        parts = (
+            self._name,
+            _source_digest(),
+            jax.__version__,
+            _jaxlib_version(),
+            jax.default_backend(),
+            repr(sorted(kwargs.items())),
+            repr(avals),
+            str(treedef),
+            repr(_settings(self._module)),
+        )
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:40]
+
+
+def _store_dir():
+    """The stored programs' folder, or None where JAX's persistent cache is off (or
+    is not a local folder)."""
+    base = jax.config.jax_compilation_cache_dir
+    if not base or "://" in str(base) or not _can_serialize():
+        return None
+    path = pathlib.Path(str(base)) / PROGRAMS_DIR  # as JAX takes it (no ~ expansion)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def _can_serialize() -> bool:
+    """jax.export serialises programs with the flatbuffers package (the cache extra)."""
+    return importlib.util.find_spec("flatbuffers") is not None
+
+
+def _write_atomic(path: pathlib.Path, data) -> None:
+    """Writes a file that other processes see either whole or not at all."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(bytes(data))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+@functools.lru_cache(maxsize=1)
+def _source_digest() -> str:
+    """Digest of gmmjax's source files: a changed engine never loads an old program."""
+    h = hashlib.sha256()
+    for f in sorted(pathlib.Path(__file__).parent.rglob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _jaxlib_version() -> str:
+    import jaxlib
+
+    return getattr(jaxlib, "__version__", "?")
+
+
+def _simple(v) -> bool:
+    if isinstance(v, (bool, int, float, str, type(None))):
+        return True
+    if isinstance(v, (tuple, list, frozenset)):
+        return all(_simple(x) for x in v)
+    if isinstance(v, dict):
+        return all(_simple(k) and _simple(x) for k, x in v.items())
+    return False
+
+
+#: The modules whose settings the engine reads while it is traced (with the module of
+#: the jitted function itself).
+ENGINE_MODULES = ("gmmjax._compile", "gmmjax._covariance", "gmmjax._em", "gmmjax._fit", "gmmjax._init", "gmmjax._select")
+
+
+def _settings(module_name):
+    """JAX's numeric settings and the engine modules' settings (UPPER_CASE names of
+    plain values), read at each call: the benchmarks switch engine paths through them.
+    Only the engine's modules: another module imported or not (gmmjax.plot, say) must
+    not make a new process miss its stored program."""
+    out = [
+        ("jax_enable_x64", bool(jax.config.jax_enable_x64)),
+        ("jax_default_matmul_precision", str(jax.config.jax_default_matmul_precision)),
+        ("jax_default_prng_impl", str(jax.config.jax_default_prng_impl)),
+    ]
+    for name in sorted(set(ENGINE_MODULES) | {module_name}):
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        for attr, value in sorted(vars(module).items()):
+            if attr.isupper() and _simple(value):
+                out.append((f"{name}.{attr}", value))
+    return out
