@@ -49,18 +49,22 @@ def weighted_log_prob(X, params: GMMParams, covariance_type: str, XX=None):
 UNROLL_K = 64
 
 
-def logsumexp_rows(a):
-    """(N,) log sum_k exp(a[k]) of a (K, N) array, like jax.scipy.special.logsumexp."""
+def _exp_rows(a):
+    """(m, [exp(a[k] - m)], their sum) with m the row-wise maximum (0 where not finite)."""
     K = a.shape[0]
-    if K > UNROLL_K:
-        return logsumexp(a, axis=0)
     m = a[0]
     for k in range(1, K):
         m = jnp.maximum(m, a[k])
     m = jnp.where(jnp.isfinite(m), m, 0.0)
-    s = jnp.exp(a[0] - m)
-    for k in range(1, K):
-        s = s + jnp.exp(a[k] - m)
+    e = [jnp.exp(a[k] - m) for k in range(K)]
+    return m, e, sum(e[1:], e[0])
+
+
+def logsumexp_rows(a):
+    """(N,) log sum_k exp(a[k]) of a (K, N) array, like jax.scipy.special.logsumexp."""
+    if a.shape[0] > UNROLL_K:
+        return logsumexp(a, axis=0)
+    m, _, s = _exp_rows(a)
     return jnp.log(s) + m
 
 
@@ -79,10 +83,26 @@ def e_step(X, w, params: GMMParams, covariance_type: str, XX=None):
     """
     wlp = weighted_log_prob(X, params, covariance_type, XX)
     log_norm = logsumexp_rows(wlp)  # (N,)
+    return _mean_ll(X, w, log_norm), wlp - log_norm[None, :]
+
+
+def _mean_ll(X, w, log_norm):
+    """sum w_n log p(x_n) / sum w_n over the points with w > 0 (-inf without any)."""
     total = jnp.sum(w)
     ll = _point_sum(X, jnp.where(w > 0, w * log_norm, 0.0)) / jnp.where(total > 0, total, 1.0)
-    ll = jnp.where(total > 0, ll, -jnp.inf)
-    return ll, wlp - log_norm[None, :]
+    return jnp.where(total > 0, ll, -jnp.inf)
+
+
+def e_step_resp(X, w, params: GMMParams, covariance_type: str, XX=None):
+    """As `e_step`, with the (K, N) responsibilities themselves: exp(a_k - m) / sum_j
+    exp(a_j - m), the exponentials shared with the log-sum-exp (K per point, not 2K)."""
+    wlp = weighted_log_prob(X, params, covariance_type, XX)
+    if wlp.shape[0] > UNROLL_K:
+        ll, log_resp = e_step(X, w, params, covariance_type, XX)
+        return ll, jnp.exp(log_resp)
+    m, e, s = _exp_rows(wlp)
+    inv = 1.0 / s
+    return _mean_ll(X, w, jnp.log(s) + m), jnp.stack([ek * inv for ek in e])
 
 
 @highest_precision

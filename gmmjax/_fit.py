@@ -29,7 +29,7 @@ from gmmjax import _validate
 from gmmjax import _covariance
 from gmmjax._compile import engine_jit, traced
 from gmmjax._covariance import COVARIANCE
-from gmmjax._em import e_step, highest_precision, is_degenerate, is_finite, m_step
+from gmmjax._em import e_step, e_step_resp, highest_precision, is_degenerate, is_finite, m_step
 from gmmjax._init import init_params as _init_params
 from gmmjax._types import TRACE_FILL, EMConfig, FitResult, GMMParams, Status, Trace
 
@@ -99,8 +99,8 @@ def _em_step(X, w, s: _LoopState, config: EMConfig, active, XX=None) -> _LoopSta
     finite parameters are kept (failed = True). With `moments` XX the E- and M-step use
     them, and `amp` tracks how much precision that may cost.
     """
-    ll, log_resp = e_step(X, w, s.params, config.covariance_type, XX)
-    new = m_step(X, w, jnp.exp(log_resp), config.covariance_type, config.reg_covar, active, XX)
+    ll, resp = e_step_resp(X, w, s.params, config.covariance_type, XX)
+    new = m_step(X, w, resp, config.covariance_type, config.reg_covar, active, XX)
     bad_ll = ~jnp.isfinite(ll)
     bad_new = ~is_finite(new)
     # Both sides finite here whenever it matters: inf - (-inf) is never < tol.

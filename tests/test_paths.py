@@ -120,3 +120,22 @@ def test_point_sums_as_products_equal_sums_under_vmap():
     a = np.random.default_rng(0).normal(size=(7, 3, 101))
     got = jax.vmap(_covariance.point_sum)(jnp.asarray(a))
     np.testing.assert_allclose(np.asarray(got), a.sum(axis=-1), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("K", [1, 3, 70])
+def test_responsibilities_from_shared_exponentials_equal_exp_of_log_responsibilities(K):
+    from gmmjax import GMMParams
+    from gmmjax._em import e_step, e_step_resp
+
+    rng = np.random.default_rng(K)
+    X = jnp.asarray(rng.normal(size=(60, 2)) * 3)
+    weights = np.full(K, 1.0 / K)
+    if K > 1:
+        weights[-1], weights[0] = 0.0, weights[0] + weights[-1]  # an empty slot: log weight -inf
+    params = GMMParams(jnp.asarray(weights), jnp.asarray(rng.normal(size=(K, 2))), jnp.ones((K, 2)))
+    w = jnp.asarray((rng.random(60) > 0.2).astype(float))
+    ll, log_resp = e_step(X, w, params, "diag")
+    ll2, resp = e_step_resp(X, w, params, "diag")
+    np.testing.assert_allclose(float(ll2), float(ll), rtol=1e-13)
+    np.testing.assert_allclose(np.asarray(resp), np.exp(np.asarray(log_resp)), rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(np.asarray(resp).sum(axis=0), 1.0, rtol=1e-12)
