@@ -346,7 +346,7 @@ def plan(Xs, config: EMConfig, *, key, mask, weights, init_params, chunk_size, b
     dtype = _compute_dtype(src.dtype)
     restarts = 1 if init_params is not None else config.n_init
     if chunk_size is None:
-        chunk_size = default_chunk_size(B, N, D, config, dtype.itemsize)
+        chunk_size = default_chunk_size(B, N, D, config, dtype.itemsize, restarts=restarts)
     chunk = int(min(chunk_size, B))
     per = dataset_bytes(N, D, config, dtype.itemsize, restarts)
     budget = memory_budget()

@@ -31,7 +31,6 @@ import sys
 import tempfile
 
 import jax
-import numpy as np
 from jax import export
 
 from gmmjax import _validate
@@ -49,12 +48,40 @@ PROGRAMS_DIR = "gmmjax-programs"
 stats = {"stored": 0, "loaded": 0}
 
 for _t in (GMMParams, FitResult, Trace):
-    export.register_namedtuple_serialization(_t, serialized_name=f"gmmjax.{_t.__name__}")
+    try:
+        export.register_namedtuple_serialization(_t, serialized_name=f"gmmjax.{_t.__name__}")
+    except ValueError:  # registered already (this module reloaded)
+        pass
+
+#: JAX settings that change what a traced program computes (random bits, dtypes, checks).
+JAX_SETTINGS = (
+    "jax_enable_x64",
+    "jax_default_matmul_precision",
+    "jax_default_prng_impl",
+    "jax_threefry_partitionable",
+    "jax_legacy_prng_key",
+    "jax_enable_custom_prng",
+    "jax_numpy_dtype_promotion",
+    "jax_numpy_rank_promotion",
+    "jax_debug_nans",
+    "jax_debug_infs",
+    "jax_debug_key_reuse",
+)
 
 
 def traced(tree) -> bool:
     """Some leaf is a tracer: the call is being traced by the caller's jit or vmap."""
     return not all(_validate._concrete(a) for a in jax.tree_util.tree_leaves(tree))
+
+
+_OWN_ATTRIBUTES = frozenset(("_fun", "_module", "_name", "_static_argnames", "_static", "_cpu", "_other", "_programs"))
+
+
+def _top_level() -> bool:
+    """Not inside any JAX transformation (a caller's jit may close over concrete
+    arrays, so the arguments alone do not tell)."""
+    clean = getattr(jax._src.core, "trace_state_clean", None)
+    return clean() if clean is not None else True
 
 
 class engine_jit:
@@ -67,44 +94,57 @@ class engine_jit:
     """
 
     def __init__(self, fun, static_argnames):
+        self._fun = fun
         self._module = fun.__module__
-        self._name = f"{fun.__module__}.{fun.__qualname__}"
+        code = getattr(fun, "__code__", None)
+        self._name = f"{fun.__module__}.{fun.__qualname__}:{getattr(code, 'co_firstlineno', 0)}"
+        self._static_argnames = tuple(static_argnames)
         self._static = frozenset(static_argnames)
         self._cpu = jax.jit(fun, static_argnames=static_argnames, compiler_options=CPU_COMPILER_OPTIONS)
         self._other = jax.jit(fun, static_argnames=static_argnames)
-        self._programs = {}  # digest -> jitted call of a stored program (None: not storable)
+        self._programs = {}  # (folder, digest) -> jitted call of a stored program (None: plain jit)
         functools.update_wrapper(self, fun)
 
     def _jitted(self):
         return self._cpu if jax.default_backend() == "cpu" else self._other
 
     def __call__(self, *args, **kwargs):
-        if traced((args, kwargs)):
+        if traced((args, kwargs)) or not _top_level():
             return self._other(*args, **kwargs)
         jitted = self._jitted()
         store = _store_dir()
-        if store is not None and set(kwargs) <= self._static:
-            call = self._stored(store, jitted, args, kwargs)
+        if store is not None and set(kwargs) <= self._static and not jax.config.jax_disable_jit:
+            key = (str(store), self._digest_or_none(args, kwargs))
+            call = self._stored(store, key, args, kwargs) if key[1] is not None else None
             if call is not None:
                 try:
                     return call(*args)
-                except Exception:  # e.g. an argument the stored program does not take
-                    pass
+                except Exception:  # e.g. an argument the stored program does not take:
+                    self._programs[key] = None  # the plain jit from now on
         return jitted(*args, **kwargs)
 
     def __getattr__(self, name):
+        # Reached only for names not set in __init__. Dunder probes (copy, pickle) and our
+        # own names (missing on a copy being built) must not recurse or start a backend.
+        if name.startswith("__") or name in _OWN_ATTRIBUTES:
+            raise AttributeError(name)
         return getattr(self._jitted(), name)
 
-    def _stored(self, store: pathlib.Path, jitted, args, kwargs):
-        """The jitted call of the stored program for these arguments (stored now if
-        there is none yet), or None where it cannot be stored."""
+    def _digest_or_none(self, args, kwargs):
         try:
-            digest = self._digest(args, kwargs)
+            return self._digest(args, kwargs)
         except Exception:
             return None
-        if digest in self._programs:
-            return self._programs[digest]
-        path = store / f"{digest}.jaxexport"
+
+    def _stored(self, store: pathlib.Path, key, args, kwargs):
+        """The jitted call of the stored program for these arguments (stored now if
+        there is none yet), or None for the plain jit path."""
+        if key in self._programs:
+            return self._programs[key]
+        self._programs[key] = None
+        if _source_digest() != _current_source_digest():
+            return None  # gmmjax's files changed since import: their programs are not ours
+        path = store / f"{key[1]}.jaxexport"
         program = None
         try:
             if path.exists():
@@ -114,25 +154,33 @@ class engine_jit:
             program = None
         if program is None:
             try:
-                program = export.export(jitted)(*args, **kwargs)
+                # A fresh jit of the function: jax.jit's own trace cache may hold a trace
+                # made under other settings (a benchmark switching engine paths).
+                fresh = jax.jit(functools.wraps(self._fun)(lambda *a, **k: self._fun(*a, **k)),
+                                static_argnames=self._static_argnames)
+                program = export.export(fresh)(*args, **kwargs)
+            except Exception:  # not exportable: the plain jit path
+                return None
+            try:
                 _write_atomic(path, program.serialize())
                 stats["stored"] += 1
-            except Exception:  # not exportable or no flatbuffers: the plain jit path
-                self._programs[digest] = None
-                return None
+            except Exception:  # no flatbuffers, or the folder is not writable: use it here only
+                pass
         options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-        call = self._programs[digest] = jax.jit(program.call, compiler_options=options)
+        call = self._programs[key] = jax.jit(program.call, compiler_options=options)
         return call
 
     def _digest(self, args, kwargs) -> str:
         leaves, treedef = jax.tree_util.tree_flatten(args)
-        avals = [(tuple(np.shape(a)), str(jax.typeof(a).dtype)) for a in leaves]
+        # The abstract value says shape, dtype and weak type; concrete arrays add where they live.
+        avals = [(str(jax.typeof(a)), str(getattr(a, "sharding", ""))) for a in leaves]
         parts = (
             self._name,
             _source_digest(),
             jax.__version__,
             _jaxlib_version(),
             jax.default_backend(),
+            str(jax.devices()[0].device_kind),  # "gpu" is CUDA or ROCm, of any generation
             repr(sorted(kwargs.items())),
             repr(avals),
             str(treedef),
@@ -167,6 +215,7 @@ def _write_atomic(path: pathlib.Path, data) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(bytes(data))
+        os.chmod(tmp, 0o644)  # as the cache's other files, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -174,14 +223,23 @@ def _write_atomic(path: pathlib.Path, data) -> None:
         raise
 
 
-@functools.lru_cache(maxsize=1)
-def _source_digest() -> str:
-    """Digest of gmmjax's source files: a changed engine never loads an old program."""
+def _current_source_digest() -> str:
+    """Digest of gmmjax's source files as they are on disk now."""
     h = hashlib.sha256()
     for f in sorted(pathlib.Path(__file__).parent.rglob("*.py")):
         h.update(f.name.encode())
         h.update(f.read_bytes())
     return h.hexdigest()
+
+
+_IMPORTED_SOURCE_DIGEST = _current_source_digest()
+
+
+def _source_digest() -> str:
+    """Digest of gmmjax's source files when it was imported (the code this process
+    runs): a changed engine never loads an old program, and a process whose files
+    changed under it (a git checkout, an editable install) stores none."""
+    return _IMPORTED_SOURCE_DIGEST
 
 
 @functools.lru_cache(maxsize=1)
@@ -194,7 +252,7 @@ def _jaxlib_version() -> str:
 def _simple(v) -> bool:
     if isinstance(v, (bool, int, float, str, type(None))):
         return True
-    if isinstance(v, (tuple, list, frozenset)):
+    if isinstance(v, (tuple, list)):  # not sets: their order (repr) differs between processes
         return all(_simple(x) for x in v)
     if isinstance(v, dict):
         return all(_simple(k) and _simple(x) for k, x in v.items())
@@ -207,20 +265,16 @@ ENGINE_MODULES = ("gmmjax._compile", "gmmjax._covariance", "gmmjax._em", "gmmjax
 
 
 def _settings(module_name):
-    """JAX's numeric settings and the engine modules' settings (UPPER_CASE names of
-    plain values), read at each call: the benchmarks switch engine paths through them.
+    """JAX's numeric settings and the engine modules' settings (public UPPER_CASE names
+    of plain values), read at each call: the benchmarks switch engine paths through them.
     Only the engine's modules: another module imported or not (gmmjax.plot, say) must
     not make a new process miss its stored program."""
-    out = [
-        ("jax_enable_x64", bool(jax.config.jax_enable_x64)),
-        ("jax_default_matmul_precision", str(jax.config.jax_default_matmul_precision)),
-        ("jax_default_prng_impl", str(jax.config.jax_default_prng_impl)),
-    ]
+    out = [(name, str(getattr(jax.config, name, None))) for name in JAX_SETTINGS]
     for name in sorted(set(ENGINE_MODULES) | {module_name}):
         module = sys.modules.get(name)
         if module is None:
             continue
         for attr, value in sorted(vars(module).items()):
-            if attr.isupper() and _simple(value):
+            if attr.isupper() and not attr.startswith("_") and _simple(value):
                 out.append((f"{name}.{attr}", value))
     return out

@@ -70,7 +70,7 @@ def point_sum(a):
     than XLA's CPU reduction over the minor axis (benchmarks/RESULTS.md)."""
     if not POINT_SUM_PRODUCTS:
         return jnp.sum(a, axis=-1)
-    return a @ jnp.ones(a.shape[-1], a.dtype)
+    return jnp.matmul(a, jnp.ones(a.shape[-1], a.dtype), precision="highest")  # no TF32 on GPUs
 
 
 def _precision_cholesky(cov):

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from gmmjax._covariance import COVARIANCE, SMALL_D, estimate, log_gaussian, point_sum
+from gmmjax import _covariance
+from gmmjax._covariance import COVARIANCE, estimate, log_gaussian, point_sum
 from gmmjax._types import GMMParams
 
 def highest_precision(f):
@@ -70,9 +71,9 @@ def logsumexp_rows(a):
 
 def _point_sum(X, a):
     """Sums over the points of a (..., N): `point_sum` on the elementwise paths for few
-    features (X (N, D), D <= SMALL_D), where it ran faster; XLA's reduction elsewhere,
+    features (X (N, D), D <= `_covariance.SMALL_D`), where it ran faster; XLA's reduction elsewhere,
     where it fuses with the matrix products (W3-cpu was 15% slower with point_sum)."""
-    return point_sum(a) if X.shape[1] <= SMALL_D else jnp.sum(a, axis=-1)
+    return point_sum(a) if X.shape[1] <= _covariance.SMALL_D else jnp.sum(a, axis=-1)
 
 
 def e_step(X, w, params: GMMParams, covariance_type: str, XX=None):
@@ -118,7 +119,7 @@ def m_step(X, w, resp, covariance_type: str, reg_covar: float, active, XX=None) 
     wr = resp * w[None, :]  # (K, N)
     eps = jnp.finfo(X.dtype).eps
     nk = _point_sum(X, wr) + 10 * eps  # (K,)
-    if X.shape[1] <= SMALL_D:  # a few features: one sum per feature, as nk
+    if X.shape[1] <= _covariance.SMALL_D:  # a few features: one sum per feature, as nk
         means = jnp.stack([point_sum(wr * X[:, d]) for d in range(X.shape[1])], axis=-1) / nk[:, None]
     else:
         means = (wr @ X) / nk[:, None]

@@ -175,10 +175,10 @@ def _nearest(X, centers, active):
     """(N,) index of the nearest active center."""
     d = jnp.where(active[:, None], _sq_dist(X, centers), jnp.inf)  # (K, N)
     if d.shape[0] > UNROLL_K:
-        return jnp.argmin(d, axis=0)
+        return jnp.argmin(d, axis=0).astype(jnp.int32)
     best, idx = d[0], jnp.zeros(d.shape[1], jnp.int32)
     for k in range(1, d.shape[0]):  # written out over the rows, as `logsumexp_rows`
-        closer = d[k] < best
+        closer = (d[k] < best) | (jnp.isnan(d[k]) & ~jnp.isnan(best))  # as argmin: first min, NaN first
         best, idx = jnp.where(closer, d[k], best), jnp.where(closer, k, idx)
     return idx
 

@@ -113,7 +113,8 @@ def test_default_chunks_on_cpu_are_compaction_pools_or_a_few_datasets():
 
     def plan(B, N, D, config):
         chunk = default_chunk_size(B, N, D, config, 4, backend="cpu")
-        return chunk, default_compaction(chunk * config.n_init, config, backend="cpu")
+        lane_work = N * config.n_components * D  # as fit_batch passes it
+        return chunk, default_compaction(chunk * config.n_init, config, backend="cpu", lane_work=lane_work)
 
     # W1-cpu: 2,000 lanes of 24 KiB: one pool of the whole batch, 1/16 of it a round.
     assert plan(200, 1000, 1, gmmjax.EMConfig(3, n_init=10)) == (200, (125, 2))
@@ -123,6 +124,9 @@ def test_default_chunks_on_cpu_are_compaction_pools_or_a_few_datasets():
     # A huge batch is split into pools of the same size.
     chunk, compact = plan(10**6, 1000, 1, gmmjax.EMConfig(3, n_init=10, trace=None))
     assert chunk == 278 and compact == (174, 2)
+    # Lanes too small for rounds of at least CPU_MIN_ROUND_WORK updates: one plain vmap.
+    assert plan(1, 200, 2, gmmjax.EMConfig(3, n_init=32)) == (1, None)
+    assert plan(4, 100, 2, gmmjax.EMConfig(3, n_init=8))[1] is None
     # Too few lanes for compaction: a few datasets per plain vmap (48 KiB).
     assert plan(3, 400, 2, gmmjax.EMConfig(2, trace=None)) == (3, None)
     assert plan(200, 400, 2, gmmjax.EMConfig(2, max_iter=5, trace=None)) == (5, None)

@@ -78,16 +78,28 @@ def test_a_stored_program_gives_the_same_fit_and_a_new_process_loads_it(cache_di
 
 def test_another_setting_shape_or_config_is_another_program(cache_dir):
     gmmjax.fit_batch(_data(), CONFIG, key=jax.random.key(1))
+    first = _programs(cache_dir)
     gmmjax.fit_batch(_data()[:4], CONFIG, key=jax.random.key(1))
     gmmjax.fit_batch(_data(), dataclasses.replace(CONFIG, tol=1e-4), key=jax.random.key(1))
     assert len(_programs(cache_dir)) == 3
+    stored = set(_programs(cache_dir))
     before = _covariance.POINT_SUM_PRODUCTS
     try:
         _covariance.POINT_SUM_PRODUCTS = not before  # an engine setting read at trace time
         gmmjax.fit_batch(_data(), CONFIG, key=jax.random.key(1))
     finally:
         _covariance.POINT_SUM_PRODUCTS = before
-    assert len(_programs(cache_dir)) == 4
+    (new,) = set(_programs(cache_dir)) - stored
+    # ... and it holds the program traced under the new setting, not jax.jit's cached
+    # trace of the old one.
+    assert new.read_bytes() != first[0].read_bytes()
+    partitionable = jax.config.jax_threefry_partitionable
+    try:
+        jax.config.update("jax_threefry_partitionable", not partitionable)  # other random bits
+        gmmjax.fit_batch(_data(), CONFIG, key=jax.random.key(1))
+    finally:
+        jax.config.update("jax_threefry_partitionable", partitionable)
+    assert len(_programs(cache_dir)) == 5
 
 
 def test_an_unreadable_program_is_stored_again(cache_dir):
@@ -105,8 +117,13 @@ def test_an_unreadable_program_is_stored_again(cache_dir):
 def test_inside_a_callers_jit_nothing_is_stored(cache_dir):
     X = _data()
     means = jax.jit(lambda x: gmmjax.fit_batch(x, CONFIG, key=jax.random.key(1)).params.means)(X)
+    # Concrete arrays closed over by the caller's jit: still inside a trace.
+    Xj = jax.numpy.asarray(X)
+    closed = jax.jit(lambda: gmmjax.fit_batch(Xj, CONFIG, key=jax.random.key(1)).params.means)()
     assert _programs(cache_dir) == []
-    np.testing.assert_allclose(means, gmmjax.fit_batch(X, CONFIG, key=jax.random.key(1)).params.means, rtol=1e-6)
+    want = gmmjax.fit_batch(X, CONFIG, key=jax.random.key(1)).params.means
+    np.testing.assert_allclose(means, want, rtol=1e-6)
+    np.testing.assert_allclose(closed, want, rtol=1e-6)
 
 
 def test_without_the_persistent_cache_nothing_is_stored(tmp_path):

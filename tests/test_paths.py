@@ -100,6 +100,7 @@ def test_nearest_center_is_argmin_over_active_centers(K):
     rng = np.random.default_rng(K)
     X, C = rng.normal(size=(200, 2)), rng.normal(size=(K, 2))
     X[:5] = C[0]  # ties between equal centers go to the first, as np.argmin
+    X[5, 0] = np.nan  # a NaN distance to every center: argmin's first NaN
     C = np.concatenate([C, C[:1]])
     active = np.arange(K + 1) != K // 2 if K > 1 else np.ones(K + 1, bool)
     got = np.asarray(_init._nearest(jnp.asarray(X), jnp.asarray(C), jnp.asarray(active)))
