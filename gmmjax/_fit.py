@@ -666,8 +666,10 @@ def fit_batch(
       weights: optional (B, N) non-negative sample weights (or a list of (N_i,)).
       init_params: optional `GMMParams` with a leading (B,) axis on every leaf.
       chunk_size: datasets run side by side under vmap; chunks run one after another
-        in the same compiled call. Default: `default_chunk_size` (a few datasets on a
-        CPU, memory-sized on a GPU). It changes speed, not results (beyond rounding).
+        in the same compiled call. Default: `default_chunk_size` (memory-sized on a
+        GPU; on a CPU a pool of datasets whose running restarts are gathered a few at a
+        time, or a few datasets for small batches). It changes speed, not results
+        (beyond rounding).
       block_size: datasets sent to the device at a time: the batch runs as blocks of
         this many datasets, one compiled call each (the same compilation for all), and
         only one block's data and results are on the device at a time; a host array
