@@ -6,7 +6,8 @@
 #
 # Each step has its own time limit, so a slow step cannot starve the others; every
 # step writes its files as it goes. Peers missing on the GPU machine travel as wheels
-# in .whl/ (see benchmarks/RESULTS.md for the pip lines that make them).
+# in .whl/ (see benchmarks/RESULTS.md for the pip lines that make them; flatbuffers, for
+# tests/test_compile.py: pip download flatbuffers --no-deps -d .whl).
 set -u
 OUT=${OUT:-benchmarks/out/gpu-session}
 mkdir -p "$OUT"
@@ -20,8 +21,8 @@ timeout "${SUITE_S:-150}" python3 -m benchmarks.run --suite gpu --out "$OUT/suit
 echo "suite exit $?"
 timeout "${AB_S:-110}" python3 -m benchmarks.ab_engine --only W1,W2,W3 --out "$OUT/ab" > "$OUT/ab.log" 2>&1
 echo "ab exit $?"; rm -f "$OUT/ab/ab.md"
-timeout "${TESTS_S:-180}" python3 -m pytest -x -q -p no:cacheprovider tests/test_moments.py tests/test_batch.py \
-  tests/test_status.py > "$OUT/tests.log" 2>&1
+timeout "${TESTS_S:-240}" python3 -m pytest -x -q -p no:cacheprovider tests/test_moments.py tests/test_batch.py \
+  tests/test_status.py tests/test_paths.py tests/test_compile.py > "$OUT/tests.log" 2>&1
 echo "tests exit $?"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 tail -n 25 "$OUT/suite/results.md" 2>/dev/null; cat "$OUT/ab.log"; tail -n 5 "$OUT/tests.log"
