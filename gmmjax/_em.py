@@ -99,11 +99,10 @@ def e_step_resp(X, w, params: GMMParams, covariance_type: str, XX=None):
     exp(a_j - m), the exponentials shared with the log-sum-exp (K per point, not 2K)."""
     wlp = weighted_log_prob(X, params, covariance_type, XX)
     if wlp.shape[0] > UNROLL_K:
-        ll, log_resp = e_step(X, w, params, covariance_type, XX)
-        return ll, jnp.exp(log_resp)
+        log_norm = logsumexp(wlp, axis=0)
+        return _mean_ll(X, w, log_norm), jnp.exp(wlp - log_norm[None, :])
     m, e, s = _exp_rows(wlp)
-    inv = 1.0 / s
-    return _mean_ll(X, w, jnp.log(s) + m), jnp.stack([ek * inv for ek in e])
+    return _mean_ll(X, w, jnp.log(s) + m), jnp.stack(e) * (1.0 / s)[None, :]
 
 
 @highest_precision

@@ -707,14 +707,13 @@ def fit_batch(
     B = X.shape[0]
     key = _validate.key_for(key, init_params, batch=B, split=False)
     init = _validate.init_params(init_params, config, X.shape[2], X.dtype, batch=B)
+    restarts = 1 if init is not None else config.n_init
     if chunk_size is None:
-        restarts = 1 if init is not None else config.n_init
         chunk_size = default_chunk_size(B, X.shape[1], X.shape[2], config, X.dtype.itemsize, restarts=restarts)
     elif not _validate._is_int(chunk_size) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an integer >= 1 (datasets per chunk), got {chunk_size!r}.")
     chunk = int(min(chunk_size, B))
-    lanes = chunk * (1 if init is not None else config.n_init)
-    compact = default_compaction(lanes, config, lane_work=_lane_work(X.shape[1], X.shape[2], config))
+    compact = default_compaction(chunk * restarts, config, lane_work=_lane_work(X.shape[1], X.shape[2], config))
     return _fit_batch_jit(X, w, key, init, config=config, chunk=chunk, compact=compact)
 
 
