@@ -1,6 +1,7 @@
 """Semantics 2: batch and padding invariance; no recompilation on a second call."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -148,13 +149,40 @@ def test_compacted_lanes_equal_plain_vmap(rng, config):
     plain = _fit_batch_jit(X, w, keys, None, config=config)
     # 3 lanes at a time, 2 iterations a round: many rounds, lanes moving around.
     compact = _fit_batch_jit(X, w, keys, None, config=config, compact=(3, 2))
+    # ... and the starting parameters 4 datasets at a time (lax.map, and a remainder).
+    assert len(Xs) % 4 != 0
+    grouped = _fit_batch_jit(X, w, keys, None, config=config, compact=(3, 2, 4))
     assert np.asarray(plain.status).tolist()[-2:] == [gmmjax.Status.NONFINITE_INPUT, gmmjax.Status.TOO_FEW_POINTS]
-    for i in range(len(Xs)):
-        _assert_same(_row(compact, i), _row(plain, i))
-        if config.keep_restarts:
-            for a, b in zip(jax.tree_util.tree_leaves(_row(compact.restarts, i)),
-                            jax.tree_util.tree_leaves(_row(plain.restarts, i))):
-                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
+    for res in (compact, grouped):
+        for i in range(len(Xs)):
+            _assert_same(_row(res, i), _row(plain, i))
+            if config.keep_restarts:
+                for a, b in zip(jax.tree_util.tree_leaves(_row(res.restarts, i)),
+                                jax.tree_util.tree_leaves(_row(plain.restarts, i))):
+                    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
+
+
+def test_first_running_is_a_stable_argsort_of_the_running_lanes():
+    from gmmjax._fit import _first_running
+
+    rng = np.random.default_rng(3)
+    masks = [rng.random(L) < p for L in (1, 7, 200, 2000, 5000) for p in (0.0, 0.05, 0.5, 1.0)]
+    for run in masks:
+        L = run.size
+        for capacity in sorted({1, max(1, L // 16), L}):
+            expected = np.argsort(~run, kind="stable")[:capacity]
+            np.testing.assert_array_equal(np.asarray(_first_running(jnp.asarray(run), capacity)), expected)
+
+
+def test_starting_parameters_are_computed_in_cache_sized_groups_on_cpu():
+    from gmmjax._fit import init_group
+
+    w1 = gmmjax.EMConfig(3, n_init=10, trace=None)
+    # W1-cpu: 10 lanes of (1000 points x 3 components x 2) floats per dataset.
+    assert init_group(200, 10, 1000, 1, w1, 4, backend="cpu") == (8 << 20) // (10 * 6000 * 4)
+    assert init_group(200, 10, 1000, 1, w1, 4, backend="gpu") == 200
+    assert init_group(10, 10, 1000, 1, w1, 4, backend="cpu") == 10  # never more than the pool
+    assert init_group(200, 1, 10**7, 8, w1, 4, backend="cpu") == 1  # at least one dataset
 
 
 def test_compaction_needs_many_lanes_off_cpu():
