@@ -374,6 +374,21 @@ def moments_amplification(covariance_type, means, cov):
     return jnp.max(jnp.where(jnp.isfinite(amp), amp, jnp.inf))
 
 
+def eigvalsh(c):
+    """Ascending eigenvalues of symmetric matrices c (..., D, D), as jnp.linalg.eigvalsh:
+    written out for D <= 2, where a batched LAPACK call handles one tiny matrix at a
+    time on a CPU (and its thread pool is best left alone: see `gmmjax._fit._map_groups`)."""
+    D = c.shape[-1]
+    if D == 1:
+        return c[..., 0]
+    if D == 2:
+        a, b, d = c[..., 0, 0], 0.5 * (c[..., 0, 1] + c[..., 1, 0]), c[..., 1, 1]
+        mid, half = 0.5 * (a + d), 0.5 * (a - d)
+        r = jnp.sqrt(half * half + b * b)
+        return jnp.stack([mid - r, mid + r], axis=-1)
+    return jnp.linalg.eigvalsh(c)
+
+
 class CovarianceType(NamedTuple):
     log_gaussian: Callable
     estimate: Callable
@@ -387,7 +402,7 @@ COVARIANCE = {
     "full": CovarianceType(
         log_gaussian=_log_gaussian_full,
         estimate=_estimate_full,
-        eigenvalues=lambda c: jnp.linalg.eigvalsh(c),
+        eigenvalues=eigvalsh,
         identity=lambda K, D, dt: jnp.broadcast_to(jnp.eye(D, dtype=dt), (K, D, D)),
         shape=lambda K, D: (K, D, D),
         n_parameters=lambda K, D: K * D * (D + 1) // 2,
@@ -395,7 +410,7 @@ COVARIANCE = {
     "tied": CovarianceType(
         log_gaussian=_log_gaussian_tied,
         estimate=_estimate_tied,
-        eigenvalues=lambda c: jnp.linalg.eigvalsh(c),
+        eigenvalues=eigvalsh,
         identity=lambda K, D, dt: jnp.eye(D, dtype=dt),
         shape=lambda K, D: (D, D),
         n_parameters=lambda K, D: D * (D + 1) // 2,

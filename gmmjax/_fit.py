@@ -138,16 +138,17 @@ def _em_loop(X, w, s: _LoopState, config: EMConfig, active, stop=None, XX=None) 
     return jax.lax.while_loop(cond, lambda s: _em_step(X, w, s, config, active, XX), s)
 
 
-def _em_finish(X, w, s: _LoopState, config: EMConfig, active, XX=None):
+def _em_finish(X, w, s: _LoopState, config: EMConfig, active, XX=None, ll=None):
     """One lane's FitResult (without restarts) from its final loop state, and `risky`.
 
     The final E-step gives the log-likelihood of the returned parameters (trace entry
-    n_iter); the trace past n_iter is filled; the status is decided here. ``risky``:
+    n_iter; ``ll``: that log-likelihood, computed by the caller); the trace past n_iter is filled; the status is decided here. ``risky``:
     the moments path may have lost precision (see `_covariance.MOMENTS_MAX_ERROR`), or
     failed where the centred path might not (raw moments overflow sooner).
     """
     T = config.max_iter + 1
-    ll, _ = e_step(X, w, s.params, config.covariance_type, XX)
+    if ll is None:
+        ll, _ = e_step(X, w, s.params, config.covariance_type, XX)
     amp = _amplification(s, s.params, config, XX)
     failed = s.failed | ~jnp.isfinite(ll)
     risky = jnp.asarray(False) if XX is None else (amp * jnp.finfo(X.dtype).eps > _covariance.MOMENTS_MAX_ERROR) | failed
@@ -366,6 +367,28 @@ def _first_running(run, capacity: int):
     return jnp.zeros((capacity,), jnp.int32).at[pos].set(jnp.arange(L, dtype=jnp.int32), mode="drop")
 
 
+def _map_groups(f, xs, group: int):
+    """vmap(f) over the leading axis of xs, ``group`` entries at a time (lax.map), the
+    remainder last.
+
+    The remainder runs after the groups (an optimization barrier), never beside them:
+    jaxlib's batched LAPACK kernels on a CPU wait for tasks on the same thread pool, and
+    two large ones at once (here two eigh) deadlocked the 2-thread pool.
+    """
+    B = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    if group >= B:
+        return jax.vmap(f)(*xs)
+    n = B // group
+    head = jax.tree_util.tree_map(lambda a: a[: n * group].reshape((n, group) + a.shape[1:]), xs)
+    out = jax.lax.map(lambda a: jax.vmap(f)(*a), head)
+    out = jax.tree_util.tree_map(lambda a: a.reshape((n * group,) + a.shape[2:]), out)
+    if n * group == B:
+        return out
+    out, tail = jax.lax.optimization_barrier((out, jax.tree_util.tree_map(lambda a: a[n * group :], xs)))
+    rest = jax.vmap(f)(*tail)
+    return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), out, rest)
+
+
 def _fit_compacted(
     X, w, key, init, config: EMConfig, capacity: int, round_iter: int, group: int | None = None, moments=False
 ):
@@ -395,10 +418,7 @@ def _fit_compacted(
 
     if group is None:
         group = init_group(B, R, X.shape[1], X.shape[2], config, X.dtype.itemsize)
-    if group < B:  # a few datasets at a time (cache-sized): lax.map over groups
-        state = jax.lax.map(lambda a: starts(*a), (prep, keys, init), batch_size=group)
-    else:
-        state = jax.vmap(starts)(prep, keys, init)  # leaves (B, R, ...)
+    state = _map_groups(starts, (prep, keys, init), group)  # leaves (B, R, ...)
     lanes = jax.tree_util.tree_map(lambda a: a.reshape((B * R,) + a.shape[2:]), state)
     dataset = jnp.repeat(jnp.arange(B), R)
     running = jax.vmap(lambda s: _em_running(s, config))
@@ -418,11 +438,19 @@ def _fit_compacted(
     lanes = jax.lax.while_loop(lambda l: jnp.any(running(l)), round_body, lanes)
     state = jax.tree_util.tree_map(lambda a: a.reshape((B, R) + a.shape[1:]), lanes)
 
-    def finish(p, s):
+    def final_ll(p, s):
         XX = _moments(p.X, config, moments)
-        return jax.vmap(lambda s1: _em_finish(p.X, p.w, s1, config, p.active, XX))(s)
+        return jax.vmap(lambda s1: e_step(p.X, p.w, s1.params, config.covariance_type, XX)[0])(s)
 
-    results, risky = jax.vmap(finish)(prep, state)
+    ll = _map_groups(final_ll, (prep, state), group)  # (B, R)
+    # The collapse check (a LAPACK eigh for D > 2) after the E-steps: see `_map_groups`.
+    ll, state = jax.lax.optimization_barrier((ll, state))
+
+    def finish(p, s, l):
+        XX = _moments(p.X, config, moments)
+        return jax.vmap(lambda s1, l1: _em_finish(p.X, p.w, s1, config, p.active, XX, ll=l1))(s, l)
+
+    results, risky = jax.vmap(finish)(prep, state, ll)
     return jax.vmap(lambda r, f, p: _select(r, f, p, config))(results, risky, prep)
 
 
@@ -500,13 +528,11 @@ CPU_MIN_ROUND_WORK = 20_000
 
 
 #: On a CPU `_fit_compacted` computes the lanes' starting parameters (k-means++ and the
-#: first M-step) for this many bytes of lane temporaries at a time, a lax.map over
-#: groups of datasets: over all 2,000 lanes of W1-cpu at once every pass streamed
-#: (lanes, N) arrays through memory. Measured on the 2-core CPU (init and final E-step
-#: of W1-cpu, whole pool -> groups of 25-50 datasets): 46 -> 26-28 ms. Off CPU the
-#: whole pool runs at once. The final E-step stays one vmap: lax.map's remainder step
-#: would run a second LAPACK eigh (`is_degenerate`) beside the first, and two at once
-#: deadlocked jaxlib's CPU thread pool on 2 cores (W3-cpu, groups of 10 of 14).
+#: first M-step) and their final E-steps for this many bytes of lane temporaries at a
+#: time, a lax.map over groups of datasets (`_map_groups`): over all 2,000 lanes of
+#: W1-cpu at once every pass streamed (lanes, N) arrays through memory. Measured on the
+#: 2-core CPU (init of W1-cpu, whole pool -> groups of 25-50 datasets): init and final
+#: E-step 46 -> 26-28 ms. Off CPU the whole pool runs at once.
 INIT_GROUP_BYTES = {"cpu": 8 << 20}
 
 

@@ -140,3 +140,21 @@ def test_responsibilities_from_shared_exponentials_equal_exp_of_log_responsibili
     np.testing.assert_allclose(float(ll2), float(ll), rtol=1e-13)
     np.testing.assert_allclose(np.asarray(resp), np.exp(np.asarray(log_resp)), rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(np.asarray(resp).sum(axis=0), 1.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("D", [1, 2, 3])
+def test_written_out_eigenvalues_equal_lapack(D):
+    """`eigvalsh` (written out for D <= 2) against numpy's LAPACK, float64: random SPD
+    matrices over 12 orders of magnitude, nearly singular ones, and a NaN."""
+    rng = np.random.default_rng(D)
+    A = rng.normal(size=(200, D, D))
+    C = A @ np.swapaxes(A, 1, 2) * 10.0 ** rng.uniform(-6, 6, (200, 1, 1))
+    u = rng.normal(size=(50, D, 1))
+    C = np.concatenate([C, u @ np.swapaxes(u, 1, 2) + 1e-9 * np.eye(D)])  # rank one + a little
+    got = np.asarray(_covariance.eigvalsh(jnp.asarray(C)))
+    nan = np.asarray(_covariance.eigvalsh(jnp.full((D, D), jnp.nan)))
+    want = np.linalg.eigvalsh(C)
+    scale = np.abs(want).max(axis=-1, keepdims=True)
+    assert got.dtype == np.float64
+    assert np.all(np.abs(got - want) <= 1e-14 * scale)  # as LAPACK's own error bound
+    assert np.all(np.isnan(nan))
