@@ -138,17 +138,16 @@ def _em_loop(X, w, s: _LoopState, config: EMConfig, active, stop=None, XX=None) 
     return jax.lax.while_loop(cond, lambda s: _em_step(X, w, s, config, active, XX), s)
 
 
-def _em_finish(X, w, s: _LoopState, config: EMConfig, active, XX=None, ll=None):
+def _em_finish(X, w, s: _LoopState, config: EMConfig, active, XX=None):
     """One lane's FitResult (without restarts) from its final loop state, and `risky`.
 
     The final E-step gives the log-likelihood of the returned parameters (trace entry
-    n_iter; ``ll``: that log-likelihood, computed by the caller); the trace past n_iter is filled; the status is decided here. ``risky``:
+    n_iter); the trace past n_iter is filled; the status is decided here. ``risky``:
     the moments path may have lost precision (see `_covariance.MOMENTS_MAX_ERROR`), or
     failed where the centred path might not (raw moments overflow sooner).
     """
     T = config.max_iter + 1
-    if ll is None:
-        ll, _ = e_step(X, w, s.params, config.covariance_type, XX)
+    ll, _ = e_step(X, w, s.params, config.covariance_type, XX)
     amp = _amplification(s, s.params, config, XX)
     failed = s.failed | ~jnp.isfinite(ll)
     risky = jnp.asarray(False) if XX is None else (amp * jnp.finfo(X.dtype).eps > _covariance.MOMENTS_MAX_ERROR) | failed
@@ -368,25 +367,22 @@ def _first_running(run, capacity: int):
 
 
 def _map_groups(f, xs, group: int):
-    """vmap(f) over the leading axis of xs, ``group`` entries at a time (lax.map), the
-    remainder last.
+    """vmap(f) over the leading axis of xs, ``group`` entries at a time (lax.map).
 
-    The remainder runs after the groups (an optimization barrier), never beside them:
-    jaxlib's batched LAPACK kernels on a CPU wait for tasks on the same thread pool, and
-    two large ones at once (here two eigh) deadlocked the 2-thread pool.
+    The last group is filled up with copies of the last entry (their results dropped):
+    one loop body, compiled once, and no remainder step running beside the loop. (Keep
+    LAPACK calls out of f: jaxlib's batched LAPACK kernels block a CPU pool thread while
+    waiting for their own tasks, and with lax.map's remainder step two eigh at once hung
+    the 2-thread pool.)
     """
     B = jax.tree_util.tree_leaves(xs)[0].shape[0]
     if group >= B:
         return jax.vmap(f)(*xs)
-    n = B // group
-    head = jax.tree_util.tree_map(lambda a: a[: n * group].reshape((n, group) + a.shape[1:]), xs)
-    out = jax.lax.map(lambda a: jax.vmap(f)(*a), head)
-    out = jax.tree_util.tree_map(lambda a: a.reshape((n * group,) + a.shape[2:]), out)
-    if n * group == B:
-        return out
-    out, tail = jax.lax.optimization_barrier((out, jax.tree_util.tree_map(lambda a: a[n * group :], xs)))
-    rest = jax.vmap(f)(*tail)
-    return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), out, rest)
+    n = -(-B // group)
+    group = -(-B // n)  # as even as possible: n * group - B < n
+    idx = jnp.minimum(jnp.arange(n * group), B - 1).reshape(n, group)
+    out = jax.lax.map(lambda i: jax.vmap(f)(*jax.tree_util.tree_map(lambda a: a[i], xs)), idx)
+    return jax.tree_util.tree_map(lambda a: a.reshape((n * group,) + a.shape[2:])[:B], out)
 
 
 def _fit_compacted(
@@ -416,6 +412,7 @@ def _fit_compacted(
 
         return jax.vmap(one)(ks)
 
+    cpu = jax.default_backend() == "cpu"
     if group is None:
         group = init_group(B, R, X.shape[1], X.shape[2], config, X.dtype.itemsize)
     state = _map_groups(starts, (prep, keys, init), group)  # leaves (B, R, ...)
@@ -425,7 +422,10 @@ def _fit_compacted(
 
     def round_body(lanes):
         # Running lanes first, in their order, then the others.
-        idx = _first_running(running(lanes), capacity)
+        if cpu:
+            idx = _first_running(running(lanes), capacity)
+        else:  # the sort measured on GPUs (_first_running's running count is a CPU's choice)
+            idx = jnp.argsort(~running(lanes), stable=True)[:capacity]
         sub = jax.tree_util.tree_map(lambda a: a[idx], lanes)
         d = dataset[idx]
         sub = jax.vmap(
@@ -438,19 +438,11 @@ def _fit_compacted(
     lanes = jax.lax.while_loop(lambda l: jnp.any(running(l)), round_body, lanes)
     state = jax.tree_util.tree_map(lambda a: a.reshape((B, R) + a.shape[1:]), lanes)
 
-    def final_ll(p, s):
+    def finish(p, s):
         XX = _moments(p.X, config, moments)
-        return jax.vmap(lambda s1: e_step(p.X, p.w, s1.params, config.covariance_type, XX)[0])(s)
+        return jax.vmap(lambda s1: _em_finish(p.X, p.w, s1, config, p.active, XX))(s)
 
-    ll = _map_groups(final_ll, (prep, state), group)  # (B, R)
-    # The collapse check (a LAPACK eigh for D > 2) after the E-steps: see `_map_groups`.
-    ll, state = jax.lax.optimization_barrier((ll, state))
-
-    def finish(p, s, l):
-        XX = _moments(p.X, config, moments)
-        return jax.vmap(lambda s1, l1: _em_finish(p.X, p.w, s1, config, p.active, XX, ll=l1))(s, l)
-
-    results, risky = jax.vmap(finish)(prep, state, ll)
+    results, risky = jax.vmap(finish)(prep, state)
     return jax.vmap(lambda r, f, p: _select(r, f, p, config))(results, risky, prep)
 
 
@@ -528,11 +520,12 @@ CPU_MIN_ROUND_WORK = 20_000
 
 
 #: On a CPU `_fit_compacted` computes the lanes' starting parameters (k-means++ and the
-#: first M-step) and their final E-steps for this many bytes of lane temporaries at a
-#: time, a lax.map over groups of datasets (`_map_groups`): over all 2,000 lanes of
-#: W1-cpu at once every pass streamed (lanes, N) arrays through memory. Measured on the
-#: 2-core CPU (init of W1-cpu, whole pool -> groups of 25-50 datasets): init and final
-#: E-step 46 -> 26-28 ms. Off CPU the whole pool runs at once.
+#: first M-step) for this many bytes of lane temporaries at a time, a lax.map over
+#: groups of datasets (`_map_groups`): over all 2,000 lanes of W1-cpu at once every pass
+#: streamed (lanes, N) arrays through memory. Measured on the 2-core CPU (W1-cpu, whole
+#: pool -> groups of 25-50 datasets): init and final E-step 42-51 -> 20-28 ms, whole fit
+#: 119 -> 95 ms. The final E-steps stay one vmap: in groups they gained nothing
+#: measurable and cost 0.4 s of compile time. Off CPU the whole pool runs at once.
 INIT_GROUP_BYTES = {"cpu": 8 << 20}
 
 

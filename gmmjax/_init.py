@@ -52,14 +52,15 @@ CDF_BLOCK = 32
 
 def _cumsum(a):
     """Running sums of a (N,): within blocks of CDF_BLOCK by a matrix product, then
-    the blocks' offsets. XLA's scan for jnp.cumsum took most of k-means++'s time on a
-    CPU."""
+    the blocks' offsets, the running sums of the blocks' totals (the same way, for
+    more blocks than one block holds). XLA's scan for jnp.cumsum took most of
+    k-means++'s time on a CPU."""
     N, b = a.shape[0], CDF_BLOCK
     nb = -(-N // b)
     blocks = jnp.pad(a, (0, nb * b - N)).reshape(nb, b)
     within = blocks @ jnp.triu(jnp.ones((b, b), a.dtype))  # within[i, j] = sum_{l <= j} blocks[i, l]
     ends = within[:, -1]
-    offsets = jnp.triu(jnp.ones((nb, nb), a.dtype), 1).T @ ends  # sum of the blocks before
+    offsets = _cumsum(ends) - ends if nb > 1 else jnp.zeros_like(ends)  # sum of the blocks before
     return (within + offsets[:, None]).reshape(-1)[:N]
 
 
