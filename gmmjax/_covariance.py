@@ -60,6 +60,37 @@ def _small_precision_cholesky(cov):
     return jnp.stack([jnp.stack([M[j][i] if j >= i else zero for j in range(D)], -1) for i in range(D)], -2)
 
 
+#: Up to this many features the precision Cholesky is written out column by column
+#: (`_vector_precision_cholesky`); above, LAPACK. Batched LAPACK kernels on a CPU block a
+#: pool thread while they wait for their own tasks: two at once (the E-step's and the
+#: precision guard's triangular solves of a D=16, K=32 fit with restarts) hung the
+#: 2-thread pool for good. Written out, XLA runs the arithmetic over all matrices of a
+#: batch at once.
+WRITTEN_OUT_MAX_D = 32
+
+
+def _vector_precision_cholesky(cov):
+    """`_precision_cholesky` for D <= WRITTEN_OUT_MAX_D: Cholesky-Banachiewicz by
+    columns, then L^-1 by forward substitution by rows, each step elementwise on
+    (..., D) vectors of every matrix in the batch."""
+    D = cov.shape[-1]
+    n = jnp.arange(D)
+    cols = []  # column j of L, (..., D), zero above the diagonal
+    for j in range(D):
+        s = cov[..., :, j]
+        for k in range(j):
+            s = s - cols[k] * cols[k][..., j : j + 1]  # L[i, k] L[j, k]
+        d = jnp.sqrt(s[..., j : j + 1])
+        cols.append(jnp.where(n > j, s / d, jnp.where(n == j, d, 0.0)))
+    rows = []  # row i of M = L^-1, (..., D), zero right of the diagonal
+    for i in range(D):
+        r = jnp.broadcast_to((n == i).astype(cov.dtype), cov.shape[:-1])
+        for k in range(i):
+            r = r - cols[k][..., i : i + 1] * rows[k]
+        rows.append(r / cols[i][..., i : i + 1])
+    return jnp.stack(rows, axis=-1)  # P = M^T: column i of P is row i of M
+
+
 #: `point_sum` as a product with ones (read at trace time; False: XLA's reduction).
 POINT_SUM_PRODUCTS = True
 
@@ -82,6 +113,8 @@ def _precision_cholesky(cov):
     """
     if cov.shape[-1] <= SMALL_D:
         return _small_precision_cholesky(cov)
+    if cov.shape[-1] <= WRITTEN_OUT_MAX_D:
+        return _vector_precision_cholesky(cov)
     if cov.ndim > 2:
         return jax.vmap(_precision_cholesky)(cov)
     L = jnp.linalg.cholesky(cov)
@@ -384,7 +417,7 @@ def eigvalsh(c):
     if D == 2:
         a, b, d = c[..., 0, 0], 0.5 * (c[..., 0, 1] + c[..., 1, 0]), c[..., 1, 1]
         mid, half = 0.5 * (a + d), 0.5 * (a - d)
-        r = jnp.sqrt(half * half + b * b)
+        r = jnp.hypot(half, b)  # scaled: no overflow or flush to zero of the squares
         return jnp.stack([mid - r, mid + r], axis=-1)
     return jnp.linalg.eigvalsh(c)
 

@@ -143,14 +143,15 @@ def test_compacted_lanes_equal_plain_vmap(rng, config):
     """Lane compaction (used for batches of many lanes) changes no result."""
     from gmmjax._validate import batch
 
-    Xs = _datasets(rng) + [np.full((30, 2), np.nan), np.ones((1, 2))]
+    Xs = _datasets(rng) + [rng.normal(size=(60, 2)), np.full((30, 2), np.nan), np.ones((1, 2))]
     X, w = batch(Xs, None, None)
     keys = jax.random.split(jax.random.key(8), len(Xs))
     plain = _fit_batch_jit(X, w, keys, None, config=config)
     # 3 lanes at a time, 2 iterations a round: many rounds, lanes moving around.
     compact = _fit_batch_jit(X, w, keys, None, config=config, compact=(3, 2))
-    # ... and the starting parameters 4 datasets at a time (lax.map, and a remainder).
-    assert len(Xs) % 4 != 0
+    # ... and the starting parameters 4 datasets at a time: 2 groups of 4, the last
+    # filled up with a copy of the last dataset.
+    assert len(Xs) == 7
     grouped = _fit_batch_jit(X, w, keys, None, config=config, compact=(3, 2, 4))
     assert np.asarray(plain.status).tolist()[-2:] == [gmmjax.Status.NONFINITE_INPUT, gmmjax.Status.TOO_FEW_POINTS]
     for res in (compact, grouped):
