@@ -65,30 +65,39 @@ def _small_precision_cholesky(cov):
 #: pool thread while they wait for their own tasks: two at once (the E-step's and the
 #: precision guard's triangular solves of a D=16, K=32 fit with restarts) hung the
 #: 2-thread pool for good. Written out, XLA runs the arithmetic over all matrices of a
-#: batch at once.
+#: batch at once. Measured on the 2-core CPU (A/B with LAPACK, benchmark runner, gmmjax
+#: only): W3-cpu (D=8) 144-163 against 148-156 ms; W4-cpu (D=16, K=32, one dataset)
+#: 34-35 against 38-40 ms per EM iteration, a price paid for never hanging.
 WRITTEN_OUT_MAX_D = 32
 
 
 def _vector_precision_cholesky(cov):
-    """`_precision_cholesky` for D <= WRITTEN_OUT_MAX_D: Cholesky-Banachiewicz by
-    columns, then L^-1 by forward substitution by rows, each step elementwise on
-    (..., D) vectors of every matrix in the batch."""
+    """`_precision_cholesky` for D <= WRITTEN_OUT_MAX_D: Cholesky-Banachiewicz column by
+    column, then L^-1 by forward substitution row by row, each step elementwise on the
+    (..., D, D) matrices of the whole batch (two fori_loops of D steps: unrolled, the
+    steps took seconds to compile at D = 16)."""
     D = cov.shape[-1]
     n = jnp.arange(D)
-    cols = []  # column j of L, (..., D), zero above the diagonal
-    for j in range(D):
-        s = cov[..., :, j]
-        for k in range(j):
-            s = s - cols[k] * cols[k][..., j : j + 1]  # L[i, k] L[j, k]
-        d = jnp.sqrt(s[..., j : j + 1])
-        cols.append(jnp.where(n > j, s / d, jnp.where(n == j, d, 0.0)))
-    rows = []  # row i of M = L^-1, (..., D), zero right of the diagonal
-    for i in range(D):
-        r = jnp.broadcast_to((n == i).astype(cov.dtype), cov.shape[:-1])
-        for k in range(i):
-            r = r - cols[k][..., i : i + 1] * rows[k]
-        rows.append(r / cols[i][..., i : i + 1])
-    return jnp.stack(rows, axis=-1)  # P = M^T: column i of P is row i of M
+
+    def column(j, L):
+        # L[i, j] = (cov[i, j] - sum_k L[i, k] L[j, k]) / L[j, j]; columns k >= j are 0 so far.
+        Lj = jax.lax.dynamic_index_in_dim(L, j, axis=-2, keepdims=True)  # (..., 1, D): row j
+        s = jax.lax.dynamic_index_in_dim(cov, j, axis=-1, keepdims=False) - jnp.sum(L * Lj, axis=-1)  # (..., D)
+        d = jnp.sqrt(jax.lax.dynamic_index_in_dim(s, j, axis=-1, keepdims=True))
+        col = jnp.where(n > j, s / d, jnp.where(n == j, d, 0.0))
+        return jax.lax.dynamic_update_index_in_dim(L, col[..., :, None], j, axis=-1)
+
+    L = jax.lax.fori_loop(0, D, column, jnp.zeros_like(cov))
+
+    def row(i, M):
+        # M[i, :] = (e_i - sum_{k<i} L[i, k] M[k, :]) / L[i, i]; rows k >= i are 0 so far.
+        Li = jax.lax.dynamic_index_in_dim(L, i, axis=-2, keepdims=False)  # (..., D): row i of L
+        r = (n == i).astype(cov.dtype) - jnp.sum(Li[..., :, None] * M, axis=-2)
+        r = r / jax.lax.dynamic_index_in_dim(Li, i, axis=-1, keepdims=True)
+        return jax.lax.dynamic_update_index_in_dim(M, r[..., None, :], i, axis=-2)
+
+    M = jax.lax.fori_loop(0, D, row, jnp.zeros_like(cov))
+    return jnp.swapaxes(M, -1, -2)  # P = M^T, upper triangular
 
 
 #: `point_sum` as a product with ones (read at trace time; False: XLA's reduction).
