@@ -60,8 +60,9 @@ def _small_precision_cholesky(cov):
     return jnp.stack([jnp.stack([M[j][i] if j >= i else zero for j in range(D)], -1) for i in range(D)], -2)
 
 
-#: Up to this many features the precision Cholesky is written out column by column
-#: (`_vector_precision_cholesky`); above, LAPACK. Batched LAPACK kernels on a CPU block a
+#: Up to this many features the precision Cholesky is written out on a CPU
+#: (`_vector_precision_cholesky`); above, and off CPU (cuSOLVER on GPUs, as measured
+#: there), LAPACK's. Batched LAPACK kernels on a CPU block a
 #: pool thread while they wait for their own tasks: two at once (the E-step's and the
 #: precision guard's triangular solves of a D=16, K=32 fit with restarts) hung the
 #: 2-thread pool for good. Written out, XLA runs the arithmetic over all matrices of a
@@ -122,10 +123,14 @@ def _precision_cholesky(cov):
     """
     if cov.shape[-1] <= SMALL_D:
         return _small_precision_cholesky(cov)
-    if cov.shape[-1] <= WRITTEN_OUT_MAX_D:
-        return _vector_precision_cholesky(cov)
+    if cov.shape[-1] <= WRITTEN_OUT_MAX_D:  # on a CPU only: GPUs keep their batched solvers
+        return jax.lax.platform_dependent(cov, cpu=_vector_precision_cholesky, default=_lapack_precision_cholesky)
+    return _lapack_precision_cholesky(cov)
+
+
+def _lapack_precision_cholesky(cov):
     if cov.ndim > 2:
-        return jax.vmap(_precision_cholesky)(cov)
+        return jax.vmap(_lapack_precision_cholesky)(cov)
     L = jnp.linalg.cholesky(cov)
     eye = jnp.eye(cov.shape[-1], dtype=cov.dtype)
     return jnp.swapaxes(solve_triangular(L, eye, lower=True), -1, -2)
