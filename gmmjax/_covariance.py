@@ -62,13 +62,13 @@ def _small_precision_cholesky(cov):
 
 #: Up to this many features the precision Cholesky is written out on a CPU
 #: (`_vector_precision_cholesky`); above, and off CPU (cuSOLVER on GPUs, as measured
-#: there), LAPACK's. Batched LAPACK kernels on a CPU block a
-#: pool thread while they wait for their own tasks: two at once (the E-step's and the
-#: precision guard's triangular solves of a D=16, K=32 fit with restarts) hung the
-#: 2-thread pool for good. Written out, XLA runs the arithmetic over all matrices of a
-#: batch at once. Measured on the 2-core CPU (A/B with LAPACK, benchmark runner, gmmjax
-#: only): W3-cpu (D=8) 144-163 against 148-156 ms; W4-cpu (D=16, K=32, one dataset)
-#: 34-35 against 38-40 ms per EM iteration, a price paid for never hanging.
+#: there), LAPACK's. Batched LAPACK kernels on a CPU block a pool thread while they
+#: wait for their own tasks: two at once (the E-step's and the precision guard's
+#: triangular solves of a D=16, K=32 fit with restarts) hung the 2-thread pool for
+#: good. Written out, XLA runs the arithmetic over all matrices of a batch at once.
+#: Measured on the 2-core CPU (A/B, benchmark runner, gmmjax only), LAPACK against
+#: written out: W3-cpu (D=8) 144-163 against 148-156 ms; W4-cpu (D=16, K=32, one
+#: dataset) 34-35 against 38-40 ms per EM iteration, a price paid for never hanging.
 WRITTEN_OUT_MAX_D = 32
 
 
@@ -424,7 +424,7 @@ def moments_amplification(covariance_type, means, cov):
 def eigvalsh(c):
     """Ascending eigenvalues of symmetric matrices c (..., D, D), as jnp.linalg.eigvalsh:
     written out for D <= 2, where a batched LAPACK call handles one tiny matrix at a
-    time on a CPU (and its thread pool is best left alone: see `gmmjax._fit._map_groups`)."""
+    time on a CPU (and its thread pool is best left alone: see `WRITTEN_OUT_MAX_D`)."""
     D = c.shape[-1]
     if D == 1:
         return c[..., 0]
