@@ -58,7 +58,8 @@ def _cumsum(a):
     N, b = a.shape[0], CDF_BLOCK
     nb = -(-N // b)
     blocks = jnp.pad(a, (0, nb * b - N)).reshape(nb, b)
-    within = blocks @ jnp.triu(jnp.ones((b, b), a.dtype))  # within[i, j] = sum_{l <= j} blocks[i, l]
+    # within[i, j] = sum_{l <= j} blocks[i, l]; "highest": exact sums of counts (no TF32)
+    within = jnp.matmul(blocks, jnp.triu(jnp.ones((b, b), a.dtype)), precision="highest")
     ends = within[:, -1]
     offsets = _cumsum(ends) - ends if nb > 1 else jnp.zeros_like(ends)  # sum of the blocks before
     return (within + offsets[:, None]).reshape(-1)[:N]
