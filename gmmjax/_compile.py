@@ -261,7 +261,9 @@ def _simple(v) -> bool:
 
 #: The modules whose settings the engine reads while it is traced (with the module of
 #: the jitted function itself).
-ENGINE_MODULES = ("gmmjax._compile", "gmmjax._covariance", "gmmjax._em", "gmmjax._fit", "gmmjax._init", "gmmjax._select")
+ENGINE_MODULES = (
+    "gmmjax._compile", "gmmjax._covariance", "gmmjax._em", "gmmjax._fit", "gmmjax._fused", "gmmjax._init", "gmmjax._select",
+)
 
 
 def _settings(module_name):

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmmjax import _validate
-from gmmjax import _covariance
+from gmmjax import _covariance, _fused
 from gmmjax._compile import engine_jit, traced
 from gmmjax._covariance import COVARIANCE
 from gmmjax._em import e_step, e_step_resp, highest_precision, is_degenerate, is_finite, m_step
@@ -384,19 +384,13 @@ def _map_groups(f, xs, group: int):
     return jax.tree_util.tree_map(lambda a: a.reshape((n * group,) + a.shape[2:])[:B], out)
 
 
-def _fit_compacted(
-    X, w, key, init, config: EMConfig, capacity: int, round_iter: int, group: int | None = None, moments=False
-):
-    """All datasets' restarts as one pool of lanes, compacted between rounds.
+def _lane_starts(X, w, key, init, config: EMConfig, group: int | None, moments: bool):
+    """Every dataset's restarts as one pool of lanes, with their starting loop states.
 
-    Under a plain vmap every lane of the while_loop runs until the slowest lane has
-    finished (over 100,000 restarts, some always run to max_iter while the median
-    stops after a handful). Here each round gathers up to ``capacity`` running lanes
-    (with their datasets), runs at most ``round_iter`` iterations on them and scatters
-    them back, until no lane runs. The per-lane math is the same functions as `fit`.
-    The starting parameters are computed for ``group`` datasets at a time (default
-    `init_group`).
-    Returns (FitResult, risky) as `_fit_dataset`, with a leading (B,) axis.
+    Returns (prep, lanes, dataset, R): the prepared datasets (leaves (B, ...)), the
+    `_LoopState` of every lane (leaves (B * R, ...), dataset-major), each lane's dataset
+    and the restarts per dataset. The starting parameters are computed for ``group``
+    datasets at a time (default `init_group`).
     """
     B = X.shape[0]
     prep = jax.vmap(lambda x, ww: _prepare(x, ww, config, None))(X, w)
@@ -411,12 +405,43 @@ def _fit_compacted(
 
         return jax.vmap(one)(ks)
 
-    cpu = jax.default_backend() == "cpu"
     if group is None:
         group = init_group(B, R, X.shape[1], X.shape[2], config, X.dtype.itemsize)
     state = _map_groups(starts, (prep, keys, init), group)  # leaves (B, R, ...)
     lanes = jax.tree_util.tree_map(lambda a: a.reshape((B * R,) + a.shape[2:]), state)
-    dataset = jnp.repeat(jnp.arange(B), R)
+    return prep, lanes, jnp.repeat(jnp.arange(B), R), R
+
+
+def _lane_results(prep: _Prepared, lanes: _LoopState, R: int, config: EMConfig, moments: bool):
+    """(FitResult, risky) with a leading (B,) axis from the lanes' final loop states:
+    each lane's final E-step and status, then each dataset's best restart."""
+    B = prep.X.shape[0]
+    state = jax.tree_util.tree_map(lambda a: a.reshape((B, R) + a.shape[1:]), lanes)
+
+    def finish(p, s):
+        XX = _moments(p.X, config, moments)
+        return jax.vmap(lambda s1: _em_finish(p.X, p.w, s1, config, p.active, XX))(s)
+
+    results, risky = jax.vmap(finish)(prep, state)
+    return jax.vmap(lambda r, f, p: _select(r, f, p, config))(results, risky, prep)
+
+
+def _fit_compacted(
+    X, w, key, init, config: EMConfig, capacity: int, round_iter: int, group: int | None = None, moments=False
+):
+    """All datasets' restarts as one pool of lanes, compacted between rounds.
+
+    Under a plain vmap every lane of the while_loop runs until the slowest lane has
+    finished (over 100,000 restarts, some always run to max_iter while the median
+    stops after a handful). Here each round gathers up to ``capacity`` running lanes
+    (with their datasets), runs at most ``round_iter`` iterations on them and scatters
+    them back, until no lane runs. The per-lane math is the same functions as `fit`.
+    The starting parameters are computed for ``group`` datasets at a time (default
+    `init_group`).
+    Returns (FitResult, risky) as `_fit_dataset`, with a leading (B,) axis.
+    """
+    prep, lanes, dataset, R = _lane_starts(X, w, key, init, config, group, moments)
+    cpu = jax.default_backend() == "cpu"
     running = jax.vmap(lambda s: _em_running(s, config))
 
     def round_body(lanes):
@@ -435,14 +460,16 @@ def _fit_compacted(
         return jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b), lanes, sub)
 
     lanes = jax.lax.while_loop(lambda l: jnp.any(running(l)), round_body, lanes)
-    state = jax.tree_util.tree_map(lambda a: a.reshape((B, R) + a.shape[1:]), lanes)
+    return _lane_results(prep, lanes, R, config, moments)
 
-    def finish(p, s):
-        XX = _moments(p.X, config, moments)
-        return jax.vmap(lambda s1: _em_finish(p.X, p.w, s1, config, p.active, XX))(s)
 
-    results, risky = jax.vmap(finish)(prep, state)
-    return jax.vmap(lambda r, f, p: _select(r, f, p, config))(results, risky, prep)
+def _fit_fused(X, w, key, init, config: EMConfig):
+    """As `_fit_compacted`, with every lane's whole EM loop in one fused kernel
+    (`gmmjax._fused`): each lane stops on its own, so nothing waits and nothing is
+    compacted."""
+    prep, lanes, dataset, R = _lane_starts(X, w, key, init, config, None, False)
+    lanes = _fused.em_loop(prep.X, prep.w, dataset, lanes, config, prep.active[dataset])
+    return _lane_results(prep, lanes, R, config, False)
 
 
 #: Working set of one chunk of datasets, in bytes, by JAX backend, and the fewest
@@ -606,7 +633,11 @@ def _fit_batch(X, w, key, init, config: EMConfig, chunk: int | None = None, comp
         moments = _use_moments(X, config)
     key = _per_dataset_keys(key, X.shape[0])
 
+    fused = _fused.use(X.shape[1], X.shape[2], config, moments)
+
     def fit_many(x, ww, k, i):
+        if fused:
+            return _fit_fused(x, ww, k, i, config)
         if compact is not None:
             return _fit_compacted(x, ww, k, i, config, *compact, moments=moments)
         return jax.vmap(lambda *a: _fit_dataset(*a, config, moments=moments))(x, ww, k, i)

@@ -1,0 +1,189 @@
+"""The fused EM-loop kernel (gmmjax._fused) against the XLA path, in Pallas' interpreter.
+
+The kernel is meant for GPUs; here it runs through Pallas' interpreter on the CPU,
+which executes the same kernel code, and it is lowered for CUDA (Triton) without a GPU.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gmmjax
+from gmmjax import _fit, _fused
+from gmmjax._types import EMConfig, Status
+
+
+def _lanes(X, w, config, key=0):
+    """Prepared datasets and every lane's starting loop state, as the engine makes them."""
+    keys = jax.random.split(jax.random.key(key), len(X))
+    prep, lanes, dataset = _starts(jnp.asarray(X), jnp.asarray(w), keys, config)
+    return prep, lanes, dataset, config.n_init
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def _starts(X, w, keys, config):
+    return _fit._lane_starts(X, w, keys, None, config, None, False)[:3]
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def _xla_loop(prep, dataset, lanes, config):
+    return jax.vmap(lambda i, s: _fit._em_loop(prep.X[i], prep.w[i], s, config, prep.active[i]))(dataset, lanes)
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def _kernel_loop(prep, dataset, lanes, config):
+    return _fused.em_loop(prep.X, prep.w, dataset, lanes, config, prep.active[dataset], interpret=True)
+
+
+CASES = [(1, 3, "full"), (1, 3, "diag"), (1, 2, "spherical"), (1, 3, "tied"), (2, 2, "full"), (2, 4, "full")]
+
+
+@pytest.mark.parametrize("D,K,covariance_type", CASES)
+def test_kernel_loop_equals_the_xla_loop(D, K, covariance_type):
+    """Every lane's final loop state (iterations, flags, parameters, previous
+    parameters, log-likelihood trace) equals vmap(_em_loop)'s, float64."""
+    rng = np.random.default_rng(D * 10 + K)
+    B, N = 5, 150
+    X = rng.normal(size=(B, N, D)) + 3.0 * rng.integers(0, K, size=(B, N, 1))
+    w = np.ones((B, N))
+    w[1, 90:] = 0.0  # a shorter dataset: padding with weight 0
+    X[1, 90:] = 1e30  # ... whose padding holds anything
+    X[2] = 7.0  # constant data: components collapse onto reg_covar
+    w[3, 2:] = 0.0  # fewer points than components (K > 2): not fitted, skipped
+    X[4, :, 0] *= rng.uniform(0.5, 2.0, size=N)  # a wider, uneven dataset
+    config = EMConfig(n_components=K, n_init=3, covariance_type=covariance_type, tol=1e-4, max_iter=60, trace="loglik")
+    prep, lanes, dataset, R = _lanes(X, w, config)
+    lanes = lanes._replace(t=lanes.t.at[0].set(config.max_iter))  # a lane that starts done
+    ref = _xla_loop(prep, dataset, lanes, config)
+    out = _kernel_loop(prep, dataset, lanes, config)
+    assert int(jnp.sum(ref.t)) > 3 * B  # the loops really ran
+    for name in ("t", "converged", "failed", "skip"):
+        np.testing.assert_array_equal(getattr(out, name), getattr(ref, name), err_msg=name)
+    for a, b in zip(jax.tree_util.tree_leaves((ref.params, ref.prev_params)), jax.tree_util.tree_leaves((out.params, out.prev_params))):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out.prev_ll, ref.prev_ll, rtol=1e-12)
+    np.testing.assert_allclose(out.trace_ll, ref.trace_ll, rtol=1e-12)
+
+
+def test_kernel_loop_keeps_the_last_finite_parameters_of_a_failing_lane():
+    """A lane whose log-likelihood turns non-finite stops failed, with the XLA loop's
+    parameters and iteration count (here: starting parameters with a zero variance)."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(2, 80, 1))
+    config = EMConfig(n_components=2, n_init=1, covariance_type="full", max_iter=20, trace="loglik")
+    prep, lanes, dataset, R = _lanes(X, np.ones((2, 80)), config)
+    bad = lanes.params._replace(covariances=lanes.params.covariances.at[1, 0].set(0.0))
+    lanes = lanes._replace(params=bad, prev_params=bad)
+    ref = _xla_loop(prep, dataset, lanes, config)
+    out = _kernel_loop(prep, dataset, lanes, config)
+    np.testing.assert_array_equal(ref.failed, [False, True])
+    np.testing.assert_array_equal(out.failed, ref.failed)
+    np.testing.assert_array_equal(out.t, ref.t)
+    np.testing.assert_allclose(out.params.means, ref.params.means, rtol=1e-12)
+    np.testing.assert_array_equal(np.isfinite(out.trace_ll), np.isfinite(ref.trace_ll))
+
+
+@pytest.mark.parametrize("trace", [None, "loglik"])
+def test_fit_batch_through_the_kernel_equals_the_xla_path(monkeypatch, trace):
+    """fit_batch with the kernel (interpreted) gives the XLA path's fits: ragged
+    datasets, one with NaN input, one too small, statuses and traces included."""
+    rng = np.random.default_rng(0)
+    Xs = [rng.normal(size=(n, 2)) + 3.0 * rng.integers(0, 2, size=(n, 1)) for n in (60, 150, 1, 90, 40)]
+    Xs[3][5] = np.nan
+    config = EMConfig(n_components=2, n_init=3, trace=trace)
+    ref = gmmjax.fit_batch(Xs, config, key=jax.random.key(0))
+    monkeypatch.setattr(_fused, "FUSED_LOOP", "interpret")
+    jax.clear_caches()
+    assert _fused.use(150, 2, config, False)
+    out = gmmjax.fit_batch(Xs, config, key=jax.random.key(0))
+    np.testing.assert_array_equal(out.status, ref.status)
+    assert list(np.asarray(ref.status)).count(Status.CONVERGED) == 3
+    np.testing.assert_array_equal(out.n_iter, ref.n_iter)
+    np.testing.assert_allclose(out.log_likelihood, ref.log_likelihood, rtol=1e-12)
+    for a, b in zip(jax.tree_util.tree_leaves(ref.params), jax.tree_util.tree_leaves(out.params)):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
+    if trace:
+        np.testing.assert_allclose(out.trace.log_likelihood, ref.trace.log_likelihood, rtol=1e-12)
+    jax.clear_caches()
+
+
+def test_where_the_kernel_applies():
+    full = EMConfig(n_components=3)
+    assert _fused.applies(1000, 1, full, False)
+    assert _fused.applies(400, 2, full, False)
+    assert _fused.applies(400, 1, EMConfig(n_components=3, covariance_type="tied"), False)
+    assert not _fused.applies(400, 2, EMConfig(n_components=3, covariance_type="diag"), False)
+    assert not _fused.applies(400, 3, full, False)
+    assert not _fused.applies(_fused.MAX_POINTS + 1, 1, full, False)
+    assert not _fused.applies(400, 1, EMConfig(n_components=_fused.MAX_K + 1), False)
+    assert not _fused.applies(400, 1, EMConfig(n_components=3, trace="params"), False)
+    assert not _fused.applies(400, 1, full, True)  # the moments path
+    # Off by default; on, only on a GPU (or anywhere through the interpreter).
+    assert not _fused.use(400, 1, full, False, backend="gpu")
+
+
+def test_use_follows_the_setting_and_the_backend(monkeypatch):
+    config = EMConfig(n_components=2)
+    monkeypatch.setattr(_fused, "FUSED_LOOP", True)
+    assert _fused.use(400, 2, config, False, backend="gpu")
+    assert not _fused.use(400, 2, config, False, backend="cpu")
+    monkeypatch.setattr(_fused, "FUSED_LOOP", "interpret")
+    assert _fused.use(400, 2, config, False, backend="cpu")
+
+
+@pytest.mark.parametrize("D,K,N,trace", [(1, 3, 1000, None), (2, 2, 400, "loglik"), (1, 8, 4096, "loglik")])
+def test_kernel_lowers_for_cuda_without_a_gpu(D, K, N, trace):
+    """Pallas lowers the kernel to Triton for CUDA here (compiling it to GPU code needs
+    a GPU): the shapes, the loop and the stores are all accepted."""
+    pytest.importorskip("jax._src.pallas.triton.pallas_call_registration")
+    config = EMConfig(n_components=K, n_init=2, trace=trace, covariance_type="full")
+    B = 3
+
+    def run(X, w, keys):
+        prep, lanes, dataset, R = _fit._lane_starts(X, w, keys, None, config, None, False)
+        return _fused.em_loop(prep.X, prep.w, dataset, lanes, config, prep.active[dataset], interpret=False)
+
+    lowered = jax.jit(run).trace(
+        jax.ShapeDtypeStruct((B, N, D), jnp.float32),
+        jax.ShapeDtypeStruct((B, N), jnp.float32),
+        jax.random.split(jax.random.key(0), B),
+    ).lower(lowering_platforms=("cuda",))
+    assert "triton" in lowered.as_text()
+
+
+def _gpu():
+    try:
+        return jax.default_backend() == "gpu"
+    except RuntimeError:
+        return False
+
+
+@pytest.mark.skipif(not _gpu(), reason="the compiled kernel needs a GPU (benchmarks/gpu_session.sh runs this)")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("D,K,covariance_type", [(1, 3, "full"), (2, 2, "full"), (1, 3, "tied")])
+def test_kernel_on_a_gpu_equals_the_xla_loop(D, K, covariance_type, dtype):
+    """The compiled Triton kernel against vmap(_em_loop) on the same GPU: float64
+    exactly as in the interpreter; float32 to rounding (a stopping decision may then
+    move by an iteration in a few lanes)."""
+    rng = np.random.default_rng(7)
+    B, N = 64, 1000
+    X = (rng.normal(size=(B, N, D)) + 3.0 * rng.integers(0, K, size=(B, N, 1))).astype(dtype)
+    w = np.ones((B, N), dtype)
+    w[::3, 700:] = 0.0
+    config = EMConfig(n_components=K, n_init=4, covariance_type=covariance_type, tol=1e-4, max_iter=100, trace="loglik")
+    prep, lanes, dataset, R = _lanes(X, w, config)
+    ref = _xla_loop(prep, dataset, lanes, config)
+    out = jax.jit(lambda p, d, s: _fused.em_loop(p.X, p.w, d, s, config, p.active[d], interpret=False))(prep, dataset, lanes)
+    if dtype == np.float64:
+        np.testing.assert_array_equal(out.t, ref.t)
+        np.testing.assert_array_equal(out.converged, ref.converged)
+        np.testing.assert_allclose(out.params.means, ref.params.means, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(out.trace_ll, ref.trace_ll, rtol=1e-10)
+    else:
+        assert np.mean(np.asarray(out.t) == np.asarray(ref.t)) > 0.9
+        same = np.asarray(out.t) == np.asarray(ref.t)
+        np.testing.assert_allclose(np.asarray(out.prev_ll)[same], np.asarray(ref.prev_ll)[same], rtol=1e-4)
+    assert not np.any(np.asarray(out.failed))
