@@ -14,7 +14,9 @@ the engine's execution variants, which change speed but not results:
 - ``small-D off``: the default without the elementwise paths for few features
   (W2: the written-out Cholesky factor and covariance entries);
 - ``point sums off``: the default with XLA's reductions instead of products with ones
-  for the sums over the points (`gmmjax._covariance.POINT_SUM_PRODUCTS`; W1, W2).
+  for the sums over the points (`gmmjax._covariance.POINT_SUM_PRODUCTS`; W1, W2);
+- ``fused loop (Pallas)``: every lane's EM loop as one fused kernel
+  (`gmmjax._fused.FUSED_LOOP`; GPUs only, where the kernel applies: W1, W2).
 
 Each variant: the first call (compile + run) and the median of ``--repeats`` warm
 runs; the mean log-likelihood and the iteration counts show that every variant did
@@ -32,7 +34,7 @@ import jax
 import numpy as np
 
 import gmmjax
-from gmmjax import _covariance
+from gmmjax import _covariance, _fused
 from gmmjax._fit import _fit_batch_jit, default_chunk_size, default_compaction
 from gmmjax._validate import batch as _as_batch
 from benchmarks.workloads import SUITES, make_data
@@ -54,7 +56,9 @@ def _parse_variants(spec, w, lanes):
     """"plain;compact:8:8;..." -> variants (compact:F:R = capacity L/F, R iterations a round)."""
     out = []
     for item in spec.split(";"):
-        if item == "centred":
+        if item == "fused":
+            out.append(("fused loop (Pallas)", dict(chunk=w.B, compact=None), "fused"))
+        elif item == "centred":
             out.append(("centred path (moments off)", dict(chunk=w.B, compact=None), "centred"))
         elif item == "plain":
             out.append(("plain", dict(chunk=w.B, compact=None), None))
@@ -70,6 +74,8 @@ def _variants(w, lanes, config, backend):
     chunk = default_chunk_size(B, w.N, w.D, config, 4)
     comp = default_compaction(min(chunk, B) * config.n_init, config, lane_work=w.N * w.K * w.D)
     out = [("default", dict(chunk=min(chunk, B), compact=comp), None)]
+    if backend == "gpu" and _fused.applies(w.N, w.D, config, _covariance.uses_moments(config.covariance_type, w.D)):
+        out.append(("fused loop (Pallas)", dict(chunk=min(chunk, B), compact=comp), "fused"))
     out.append(("plain", dict(chunk=B, compact=None), None))
     for frac, r in ((2, 8), (8, 8)):
         cap = max(1, -(-lanes // frac))
@@ -110,6 +116,7 @@ def main(argv=None):
             _covariance.MOMENTS_MIN_D.update(moments_min_d)
             _covariance.SMALL_D = small_d
             _covariance.POINT_SUM_PRODUCTS = one_d != "point sums off"
+            _fused.FUSED_LOOP = one_d == "fused"
             if one_d == "centred":
                 _covariance.MOMENTS_MIN_D.update(dict.fromkeys(moments_min_d))
                 one_d = None
@@ -118,10 +125,18 @@ def main(argv=None):
                 one_d = None
             elif one_d == "point sums off":
                 one_d = None
-            _covariance.ONE_D_PATH = one_d_default if one_d is None else one_d
+            _covariance.ONE_D_PATH = one_d_default if one_d in (None, "fused") else one_d
             jax.clear_caches()
+            if one_d == "fused" and backend != "gpu":
+                print(f"{w.name:4s} {name:22s} skipped: the kernel runs on GPUs only", flush=True)
+                continue
             fn = lambda: _fit_batch_jit(X, wts, keys, None, config=config, **kw)  # noqa: E731
-            first, warm, res = _time(fn, args.repeats)
+            try:
+                first, warm, res = _time(fn, args.repeats)
+            except Exception as e:  # a variant that fails (a kernel that does not compile) is reported, not fatal
+                rows.append(dict(workload=w.name, desc=w.describe(), variant=name, error=f"{type(e).__name__}: {e}"[:500]))
+                print(f"{w.name:4s} {name:22s} FAILED: {type(e).__name__}: {str(e)[:300]}", flush=True)
+                continue
             n_iter = np.asarray(res.n_iter)
             row = dict(
                 workload=w.name, desc=w.describe(), variant=name, first_s=first, warm_s=warm,
@@ -136,6 +151,7 @@ def main(argv=None):
         _covariance.SMALL_D = small_d
     _covariance.ONE_D_PATH = one_d_default
     _covariance.POINT_SUM_PRODUCTS = True
+    _fused.FUSED_LOOP = False
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(backend=backend, devices=[str(d) for d in jax.devices()], jax=jax.__version__,
@@ -143,8 +159,9 @@ def main(argv=None):
     (out / "ab.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     lines = [f"# Engine A/B on {meta['devices'][0]} ({meta['date']}, jax {meta['jax']})", "",
              "| workload | variant | first call s | warm ms | mean LL | n_iter median/max |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['workload']} | {r['variant']} | failed: {r['error'][:80]} | | | |" for r in rows if "error" in r]
     lines += [f"| {r['workload']} | {r['variant']} | {r['first_s']:.2f} | {r['warm_s'] * 1e3:.1f} | {r['mean_ll']:.6f} | "
-              f"{r['n_iter_median']:.0f}/{r['n_iter_max']} |" for r in rows]
+              f"{r['n_iter_median']:.0f}/{r['n_iter_max']} |" for r in rows if "error" not in r]
     (out / "ab.md").write_text("\n".join(lines) + "\n")
 
 

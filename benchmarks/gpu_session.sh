@@ -21,8 +21,11 @@ timeout "${SUITE_S:-150}" python3 -m benchmarks.run --suite gpu --out "$OUT/suit
 echo "suite exit $?"
 timeout "${AB_S:-110}" python3 -m benchmarks.ab_engine --only W1,W2,W3 --out "$OUT/ab" > "$OUT/ab.log" 2>&1
 echo "ab exit $?"; rm -f "$OUT/ab/ab.md"
-timeout "${TESTS_S:-240}" python3 -m pytest -x -q -p no:cacheprovider tests/test_moments.py tests/test_batch.py \
+# The fused kernel compiled for this GPU against the XLA loop (skipped without a GPU).
+timeout "${FUSED_S:-75}" python3 -m pytest -q -p no:cacheprovider tests/test_fused.py -k on_a_gpu > "$OUT/fused.log" 2>&1
+echo "fused tests exit $?"
+timeout "${TESTS_S:-200}" python3 -m pytest -x -q -p no:cacheprovider tests/test_moments.py tests/test_batch.py \
   tests/test_status.py tests/test_paths.py tests/test_compile.py > "$OUT/tests.log" 2>&1
 echo "tests exit $?"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-tail -n 25 "$OUT/suite/results.md" 2>/dev/null; cat "$OUT/ab.log"; tail -n 5 "$OUT/tests.log"
+tail -n 25 "$OUT/suite/results.md" 2>/dev/null; cat "$OUT/ab.log"; tail -n 5 "$OUT/fused.log" "$OUT/tests.log"
