@@ -7,10 +7,14 @@ One lane is one restart of one dataset:
     _em_start / _em_step / _em_loop / _em_finish   one lane's EM (lax.while_loop)
     _prepare, _select      one dataset: sanitise the data; keep the best restart
     _fit_dataset           vmap over restarts                       X (N, D)
-    _fit_compacted         all lanes of a batch as one pool, running lanes
-                           compacted between rounds of iterations   Xs (B, N, D)
+    _lane_starts,          all restarts of a batch as one pool of lanes: their
+    _lane_results          starting states; their final E-steps and the best restart
+    _fit_compacted         the pool's running lanes compacted between rounds of
+                           iterations                               Xs (B, N, D)
+    _fit_fused             the pool's EM loops as one fused kernel (`gmmjax._fused`,
+                           GPUs, where `_fused.use` says so)
     _fit_batch             chunks of datasets under lax.map, each chunk
-                           vmap(_fit_dataset) or _fit_compacted
+                           vmap(_fit_dataset), _fit_compacted or _fit_fused
     fit / fit_batch        the public entry points, one jit each; where the moments
                            path ran (`gmmjax._covariance.uses_moments`), the fits it
                            flags as risky are redone on the centred path (_redo_risky)
@@ -468,7 +472,7 @@ def _fit_fused(X, w, key, init, config: EMConfig):
     (`gmmjax._fused`): each lane stops on its own, so nothing waits and nothing is
     compacted."""
     prep, lanes, dataset, R = _lane_starts(X, w, key, init, config, None, False)
-    lanes = _fused.em_loop(prep.X, prep.w, dataset, lanes, config, prep.active[dataset])
+    lanes = _fused.em_loop(prep.X, prep.w, R, lanes, config, prep.active[dataset])
     return _lane_results(prep, lanes, R, config, False)
 
 
@@ -625,8 +629,9 @@ def _fit_batch(X, w, key, init, config: EMConfig, chunk: int | None = None, comp
 
     With ``chunk`` < B the datasets run ``chunk`` at a time, the chunks one after
     another under lax.map, in one compiled call. The batch is padded to a multiple of
-    ``chunk`` with empty datasets (weight 0: not fitted, cheap). With ``compact`` =
-    (capacity, round_iter[, group]) each chunk runs as `_fit_compacted`. ``moments``: the
+    ``chunk`` with empty datasets (weight 0: not fitted, cheap). Where `_fused.use`
+    says so, each chunk runs as `_fit_fused` (whatever ``compact``); otherwise with
+    ``compact`` = (capacity, round_iter[, group]) as `_fit_compacted`. ``moments``: the
     moments path (None: where `_use_moments`). Returns (FitResult, risky (B,)).
     """
     if moments is None:

@@ -1,9 +1,10 @@
 """The EM loop of every lane as ONE fused kernel (JAX Pallas), for few features.
 
 `em_loop` runs `gmmjax._fit._em_loop` (no ``stop``) for every lane (restart) of a
-batch in a single kernel launch: one program per lane holds its dataset's points in
-registers, iterates E- and M-steps until its own stopping rule says so (the same rule,
-state and trace as `gmmjax._fit._em_step`) and writes back its loop state. Nothing of
+batch in a single kernel launch: one program per lane keeps its dataset's points on
+chip (registers, spilled to local memory for the largest datasets), iterates E- and
+M-steps until its own stopping rule says so (the same rule, state and log-likelihood
+trace as `gmmjax._fit._em_step`) and writes back its loop state. Nothing of
 size N x K ever reaches memory, every program stops on its own (no lane waits for the
 slowest one, so no compaction is needed) and the restarts of a dataset read the same
 data block.
@@ -85,14 +86,15 @@ def _unflat(a, like: GMMParams) -> GMMParams:
     )
 
 
-def em_loop(X, w, dataset, s, config: EMConfig, active, *, interpret: bool | None = None):
+def em_loop(X, w, restarts: int, s, config: EMConfig, active, *, interpret: bool | None = None):
     """`_em_loop` of every lane, as one kernel.
 
-    X (B, N, D) and w (B, N): the prepared datasets; ``dataset`` (L,) int: each lane's
-    dataset, ``dataset[i] = i // R`` (lanes are dataset-major, R restarts each; the
-    kernel's block index depends on it); s: `_LoopState` with leaves (L, ...); active
-    (L, K) bool. Returns the final `_LoopState`. ``interpret``: Pallas' interpreter
-    (default: where `FUSED_LOOP` is "interpret").
+    X (B, N, D) and w (B, N): the prepared datasets; ``restarts``: lanes per dataset,
+    R; s: `_LoopState` with leaves (L, ...), L = B R, dataset-major (lane i belongs to
+    dataset i // R, as `gmmjax._fit._lane_starts` orders them); active (L, K) bool.
+    Returns the final `_LoopState`; its ``trace_ll`` is written only when
+    ``config.trace`` is set (without a trace the XLA loop writes one that nobody reads).
+    ``interpret``: Pallas' interpreter (default: where `FUSED_LOOP` is "interpret").
     """
     from jax.experimental import pallas as pl
 
@@ -100,8 +102,10 @@ def em_loop(X, w, dataset, s, config: EMConfig, active, *, interpret: bool | Non
         interpret = FUSED_LOOP == "interpret"
 
     B, N, D = X.shape
-    L = dataset.shape[0]
-    R = L // B
+    R = int(restarts)
+    L = s.t.shape[0]
+    if L != B * R:
+        raise ValueError(f"{L} lanes for {B} datasets of {R} restarts each.")
     K = config.n_components
     dtype = X.dtype
     NP = max(16, _pow2(N))
@@ -113,7 +117,7 @@ def em_loop(X, w, dataset, s, config: EMConfig, active, *, interpret: bool | Non
     trace = config.trace is not None
 
     planes = jnp.pad(jnp.swapaxes(X, 1, 2), ((0, 0), (0, 0), (0, NP - N)))  # (B, D, NP)
-    wp = jnp.pad(w, ((0, 0), (0, NP - N)))  # padding has weight 0: it never counts
+    wp = jnp.pad(w, ((0, 0), (0, NP - N)))  # padding has weight 0: it never counts (`m_step`)
     fl = jnp.concatenate([_flat(s.params, L), _flat(s.prev_params, L), s.prev_ll.reshape(L, 1)], axis=1)
     fl = jnp.pad(fl.astype(dtype), ((0, 0), (0, FP - fl.shape[1])))
     it = jnp.concatenate(
@@ -140,7 +144,7 @@ def em_loop(X, w, dataset, s, config: EMConfig, active, *, interpret: bool | Non
         out_shape.append(jax.ShapeDtypeStruct((L, TP), dtype))
         out_specs.append(lane(TP))
         aliases = {4: 2}  # entries the loop does not write stay as they were
-    params = {} if interpret else {"compiler_params": _triton_params()}
+    params = {} if interpret else {"compiler_params": _triton_params(NP)}
     outs = pl.pallas_call(
         kernel,
         out_shape=tuple(out_shape),
@@ -165,10 +169,12 @@ def em_loop(X, w, dataset, s, config: EMConfig, active, *, interpret: bool | Non
     return new
 
 
-def _triton_params():
+def _triton_params(NP: int):
+    """Warps per program: 4 (8 points a thread at W1's 1,024), 8 beyond 1,024 points,
+    so that a thread's share of each (NP,) array stays small. A guess until measured."""
     from jax.experimental.pallas import triton as plt
 
-    return plt.CompilerParams(num_warps=4)
+    return plt.CompilerParams(num_warps=4 if NP <= 1024 else 8)
 
 
 def _kernel(K, D, N, config: EMConfig, dtype, P, trace):
@@ -233,7 +239,7 @@ def _kernel(K, D, N, config: EMConfig, dtype, P, trace):
         log_norm = jnp.log(s) + m
         ll = jnp.sum(jnp.where(wv > 0, wv * log_norm, 0.0)) / jnp.where(total > 0, total, 1.0)
         ll = jnp.where(total > 0, ll, -jnp.inf)
-        inv = 1.0 / s
+        inv = jnp.where(s > 0, 1.0 / s, 0.0)  # as `e_step_resp`: no NaN from weight-0 points
         wr = [e[k] * inv * wv for k in range(K)]
         nk = [jnp.sum(wr[k]) + 10 * eps for k in range(K)]
         means = [[jnp.sum(wr[k] * x[d]) / nk[k] for d in range(D)] for k in range(K)]
