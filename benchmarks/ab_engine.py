@@ -52,12 +52,13 @@ def _time(fn, repeats):
     return first, float(np.median(warm)), out
 
 
-def _parse_variants(spec, w, lanes):
+def _parse_variants(spec, w, lanes, config):
     """"plain;compact:8:8;..." -> variants (compact:F:R = capacity L/F, R iterations a round)."""
     out = []
     for item in spec.split(";"):
         if item == "fused":
-            out.append(("fused loop (Pallas)", dict(chunk=w.B, compact=None), "fused"))
+            if _fused.applies(w.N, w.D, config, _covariance.uses_moments(config.covariance_type, w.D)):
+                out.append(("fused loop (Pallas)", dict(chunk=w.B, compact=None), "fused"))
         elif item == "centred":
             out.append(("centred path (moments off)", dict(chunk=w.B, compact=None), "centred"))
         elif item == "plain":
@@ -91,6 +92,18 @@ def _variants(w, lanes, config, backend):
     return out
 
 
+def _save(out: pathlib.Path, meta: dict, rows: list):
+    """ab.json and ab.md, rewritten after every variant: a run cut short keeps its rows."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ab.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    lines = [f"# Engine A/B on {meta['devices'][0]} ({meta['date']}, jax {meta['jax']})", "",
+             "| workload | variant | first call s | warm ms | mean LL | n_iter median/max |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['workload']} | {r['variant']} | failed: {r['error'][:80]} | | | |" for r in rows if "error" in r]
+    lines += [f"| {r['workload']} | {r['variant']} | {r['first_s']:.2f} | {r['warm_s'] * 1e3:.1f} | {r['mean_ll']:.6f} | "
+              f"{r['n_iter_median']:.0f}/{r['n_iter_max']} |" for r in rows if "error" not in r]
+    (out / "ab.md").write_text("\n".join(lines) + "\n")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.ab_engine")
     p.add_argument("--only", default="W1,W2,W3")
@@ -102,6 +115,9 @@ def main(argv=None):
     backend = jax.default_backend()
     one_d_default = _covariance.ONE_D_PATH
     rows = []
+    out = pathlib.Path(args.out)
+    meta = dict(backend=backend, devices=[str(d) for d in jax.devices()], jax=jax.__version__,
+                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), scale=args.scale, repeats=args.repeats)
     for w in SUITES["gpu"]:
         if w.family not in args.only.split(",") or w.per_iteration:
             continue
@@ -110,7 +126,7 @@ def main(argv=None):
         X, wts = _as_batch(make_data(w).astype(np.float32), None, None)
         keys = jax.random.split(jax.random.key(0), w.B)
         lanes = w.B * w.n_init
-        variants = _variants(w, lanes, config, backend) if args.variants is None else _parse_variants(args.variants, w, lanes)
+        variants = _variants(w, lanes, config, backend) if args.variants is None else _parse_variants(args.variants, w, lanes, config)
         moments_min_d, small_d = dict(_covariance.MOMENTS_MIN_D), _covariance.SMALL_D
         for name, kw, one_d in variants:
             _covariance.MOMENTS_MIN_D.update(moments_min_d)
@@ -136,6 +152,7 @@ def main(argv=None):
             except Exception as e:  # a variant that fails (a kernel that does not compile) is reported, not fatal
                 rows.append(dict(workload=w.name, desc=w.describe(), variant=name, error=f"{type(e).__name__}: {e}"[:500]))
                 print(f"{w.name:4s} {name:22s} FAILED: {type(e).__name__}: {str(e)[:300]}", flush=True)
+                _save(out, meta, rows)
                 continue
             n_iter = np.asarray(res.n_iter)
             row = dict(
@@ -145,6 +162,7 @@ def main(argv=None):
                 kwargs={k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()},
             )
             rows.append(row)
+            _save(out, meta, rows)
             print(f"{w.name:4s} {name:22s} first {first:8.3f} s  warm {warm * 1e3:9.1f} ms  "
                   f"mean LL {row['mean_ll']:.6f}  n_iter med/max {row['n_iter_median']:.0f}/{row['n_iter_max']}", flush=True)
         _covariance.MOMENTS_MIN_D.update(moments_min_d)
@@ -152,18 +170,7 @@ def main(argv=None):
     _covariance.ONE_D_PATH = one_d_default
     _covariance.POINT_SUM_PRODUCTS = True
     _fused.FUSED_LOOP = False
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = dict(backend=backend, devices=[str(d) for d in jax.devices()], jax=jax.__version__,
-                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), scale=args.scale, repeats=args.repeats)
-    (out / "ab.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
-    lines = [f"# Engine A/B on {meta['devices'][0]} ({meta['date']}, jax {meta['jax']})", "",
-             "| workload | variant | first call s | warm ms | mean LL | n_iter median/max |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['workload']} | {r['variant']} | failed: {r['error'][:80]} | | | |" for r in rows if "error" in r]
-    lines += [f"| {r['workload']} | {r['variant']} | {r['first_s']:.2f} | {r['warm_s'] * 1e3:.1f} | {r['mean_ll']:.6f} | "
-              f"{r['n_iter_median']:.0f}/{r['n_iter_max']} |" for r in rows if "error" not in r]
-    (out / "ab.md").write_text("\n".join(lines) + "\n")
-
+    _save(out, meta, rows)
 
 if __name__ == "__main__":
     main()
