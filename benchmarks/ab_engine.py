@@ -16,7 +16,8 @@ the engine's execution variants, which change speed but not results:
 - ``point sums off``: the default with XLA's reductions instead of products with ones
   for the sums over the points (`gmmjax._covariance.POINT_SUM_PRODUCTS`; W1, W2);
 - ``fused loop (Pallas)``: every lane's EM loop as one fused kernel
-  (`gmmjax._fused.FUSED_LOOP`; GPUs only, where the kernel applies: W1, W2).
+  (`gmmjax._fused.FUSED_LOOP`; GPUs only, where the kernel applies: W1, W2), and the
+  same with 8 warps a program (`gmmjax._fused.NUM_WARPS`).
 
 Each variant: the first call (compile + run) and the median of ``--repeats`` warm
 runs; the mean log-likelihood and the iteration counts show that every variant did
@@ -77,6 +78,7 @@ def _variants(w, lanes, config, backend):
     out = [("default", dict(chunk=min(chunk, B), compact=comp), None)]
     if backend == "gpu" and _fused.applies(w.N, w.D, config, _covariance.uses_moments(config.covariance_type, w.D)):
         out.append(("fused loop (Pallas)", dict(chunk=min(chunk, B), compact=comp), "fused"))
+        out.append(("fused loop, 8 warps", dict(chunk=min(chunk, B), compact=comp), "fused8"))
     out.append(("plain", dict(chunk=B, compact=None), None))
     for frac, r in ((2, 8), (8, 8)):
         cap = max(1, -(-lanes // frac))
@@ -132,7 +134,8 @@ def main(argv=None):
             _covariance.MOMENTS_MIN_D.update(moments_min_d)
             _covariance.SMALL_D = small_d
             _covariance.POINT_SUM_PRODUCTS = one_d != "point sums off"
-            _fused.FUSED_LOOP = one_d == "fused"
+            _fused.FUSED_LOOP = one_d in ("fused", "fused8")
+            _fused.NUM_WARPS = 8 if one_d == "fused8" else None
             if one_d == "centred":
                 _covariance.MOMENTS_MIN_D.update(dict.fromkeys(moments_min_d))
                 one_d = None
@@ -141,9 +144,9 @@ def main(argv=None):
                 one_d = None
             elif one_d == "point sums off":
                 one_d = None
-            _covariance.ONE_D_PATH = one_d_default if one_d in (None, "fused") else one_d
+            _covariance.ONE_D_PATH = one_d_default if one_d in (None, "fused", "fused8") else one_d
             jax.clear_caches()
-            if one_d == "fused" and backend != "gpu":
+            if one_d in ("fused", "fused8") and backend != "gpu":
                 print(f"{w.name:4s} {name:22s} skipped: the kernel runs on GPUs only", flush=True)
                 continue
             fn = lambda: _fit_batch_jit(X, wts, keys, None, config=config, **kw)  # noqa: E731
@@ -169,7 +172,7 @@ def main(argv=None):
         _covariance.SMALL_D = small_d
     _covariance.ONE_D_PATH = one_d_default
     _covariance.POINT_SUM_PRODUCTS = True
-    _fused.FUSED_LOOP = False
+    _fused.FUSED_LOOP, _fused.NUM_WARPS = False, None
     _save(out, meta, rows)
 
 if __name__ == "__main__":

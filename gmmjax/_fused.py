@@ -34,6 +34,10 @@ from gmmjax._types import TRACE_FILL, EMConfig, GMMParams
 #: backend, through Pallas' interpreter: slow, for the tests).
 FUSED_LOOP = False
 
+#: Warps per program (None: `_triton_params`' rule). Read at trace time; the GPU A/B
+#: (benchmarks/ab_engine.py) tries 8.
+NUM_WARPS = None
+
 #: Components are unrolled in the kernel's code: beyond this the code grows too long.
 MAX_K = 8
 
@@ -170,11 +174,13 @@ def em_loop(X, w, restarts: int, s, config: EMConfig, active, *, interpret: bool
 
 
 def _triton_params(NP: int):
-    """Warps per program: 4 (8 points a thread at W1's 1,024), 8 beyond 1,024 points,
-    so that a thread's share of each (NP,) array stays small. A guess until measured."""
+    """Warps per program: `NUM_WARPS`, else 4 (8 points a thread at W1's 1,024) and 8
+    beyond 1,024 points, so that a thread's share of each (NP,) array stays small. A
+    guess until measured."""
     from jax.experimental.pallas import triton as plt
 
-    return plt.CompilerParams(num_warps=4 if NP <= 1024 else 8)
+    warps = NUM_WARPS if NUM_WARPS is not None else (4 if NP <= 1024 else 8)
+    return plt.CompilerParams(num_warps=int(warps))
 
 
 def _kernel(K, D, N, config: EMConfig, dtype, P, trace):
