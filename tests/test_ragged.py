@@ -1,0 +1,138 @@
+"""Length buckets for ragged lists of datasets (gmmjax._ragged, fit_batch(length_buckets=...))."""
+
+import itertools
+
+import jax
+import numpy as np
+import pytest
+
+import gmmjax
+from gmmjax import _ragged
+from gmmjax._types import EMConfig, Status
+
+
+def test_grid_lengths_pad_by_less_than_an_eighth_and_are_few():
+    n = np.arange(1, 20001)
+    g = np.array([_ragged.grid_length(int(k)) for k in n])
+    assert np.all(g >= n) and np.all(g % 8 == 0)
+    assert np.all(g - n < np.maximum(8, n / 8))
+    assert len(np.unique(g)) <= 8 * 15  # eight per doubling
+    assert np.all(np.diff(g) >= 0)
+
+
+def _check_partition(buckets, lengths):
+    members = np.concatenate([idx for idx, _ in buckets])
+    np.testing.assert_array_equal(np.sort(members), np.arange(len(lengths)))  # each dataset once
+    sizes = [g for _, g in buckets]
+    assert sizes == sorted(sizes) and sizes[-1] == max(lengths)
+    for idx, g in buckets:
+        assert lengths[idx].max() <= g
+
+
+def test_plan_buckets_only_where_padding_is_large():
+    config = EMConfig(n_components=3, n_init=10)
+    assert _ragged.plan([950, 1000, 990, 1000], 10, config, 1, max_buckets=8) is None  # under 10% padding
+    assert _ragged.plan([1000], 10, config, 1, max_buckets=8) is None
+    lengths = np.exp(np.random.default_rng(0).uniform(np.log(50), np.log(5000), 1000)).astype(int)
+    # One call of 1,000 short datasets: a second compilation costs more than it saves.
+    assert _ragged.plan(lengths, 10, config, 1, backend="cpu") is None
+    buckets = _ragged.plan(lengths, 10, config, 1, backend="cpu", max_buckets=8)
+    assert len(buckets) == 8
+    _check_partition(buckets, lengths)
+    work = sum(idx.size * g for idx, g in buckets)
+    assert work < 0.3 * lengths.size * lengths.max()  # against 1 for one padded call
+    # Many datasets: buckets pay within the call itself.
+    many = np.exp(np.random.default_rng(1).uniform(np.log(50), np.log(5000), 20000)).astype(int)
+    auto = _ragged.plan(many, 10, config, 1, backend="cpu")
+    assert auto is not None and 2 <= len(auto) <= 8
+    _check_partition(auto, many)
+
+
+@pytest.mark.parametrize("penalty_buckets", [None, 2, 3])
+def test_plan_is_the_cheapest_partition(monkeypatch, penalty_buckets):
+    """Against every partition of the grid lengths into contiguous buckets (brute force)."""
+    monkeypatch.setitem(_ragged.MIN_SAVING, "cpu", 3e4)
+    rng = np.random.default_rng(5)
+    lengths = rng.choice([20, 40, 90, 200, 400, 900], size=60)
+    config = EMConfig(n_components=2, n_init=1)
+    unit = 2
+    penalty = 0.0 if penalty_buckets else 3e4
+    grid = np.array([min(_ragged.grid_length(n), lengths.max()) for n in lengths])
+    sizes = np.unique(grid)
+
+    def cost(cuts):
+        total, lo = 0.0, 0
+        for hi in list(cuts) + [len(sizes)]:
+            total += np.sum((grid >= sizes[lo]) & (grid <= sizes[hi - 1])) * sizes[hi - 1] * unit + penalty
+            lo = hi
+        return total
+
+    options = [c for r in range(len(sizes)) for c in itertools.combinations(range(1, len(sizes)), r)]
+    if penalty_buckets:
+        options = [c for c in options if len(c) + 1 <= penalty_buckets]
+    best = min(cost(c) for c in options)
+    buckets = _ragged.plan(lengths, 1, config, 1, backend="cpu", max_buckets=penalty_buckets)
+    got = (
+        sizes.size and lengths.size * lengths.max() * unit + penalty
+        if buckets is None
+        else sum(idx.size * g * unit + penalty for idx, g in buckets)
+    )
+    assert got == pytest.approx(best)
+
+
+def _ragged_batch():
+    rng = np.random.default_rng(2)
+    lengths = [30, 400, 45, 1200, 60, 1, 700, 52, 90, 1500, 35]
+    Xs = [rng.normal(size=(n, 2)) + 4.0 * rng.integers(0, 2, size=(n, 1)) for n in lengths]
+    Xs[4][7, 1] = np.nan  # NONFINITE_INPUT
+    weights = [rng.uniform(0.5, 2.0, size=n) for n in lengths]
+    return Xs, weights
+
+
+@pytest.mark.parametrize("init", [False, True])
+def test_buckets_give_the_fits_of_one_padded_call(init):
+    """Statuses, iteration counts, parameters, log-likelihoods and traces of the bucketed
+    fit equal the single padded call's, in the caller's order (float64)."""
+    Xs, weights = _ragged_batch()
+    config = EMConfig(n_components=2, n_init=3, trace="loglik")
+    kw = dict(key=jax.random.key(3), weights=weights)
+    if init:
+        base = gmmjax.fit_batch(Xs, config, length_buckets=False, **kw)
+        kw = dict(weights=weights, init_params=base.params)
+    one = gmmjax.fit_batch(Xs, config, length_buckets=False, **kw)
+    buckets = gmmjax.fit_batch(Xs, config, length_buckets=True, **kw)
+    assert len(_ragged.plan([len(x) for x in Xs], 1 if init else 3, config, 2, max_buckets=8)) >= 3
+    np.testing.assert_array_equal(buckets.status, one.status)
+    assert buckets.status[4] == Status.NONFINITE_INPUT and buckets.status[5] == Status.TOO_FEW_POINTS
+    np.testing.assert_array_equal(buckets.n_iter, one.n_iter)
+    np.testing.assert_allclose(buckets.log_likelihood, one.log_likelihood, rtol=1e-10)
+    for a, b in zip(jax.tree_util.tree_leaves(one.params), jax.tree_util.tree_leaves(buckets.params)):
+        np.testing.assert_allclose(b, a, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(buckets.trace.log_likelihood, one.trace.log_likelihood, rtol=1e-10)
+
+
+def test_a_bucketed_dataset_keeps_its_own_key():
+    """Dataset i is fitted with split(key, B)[i], as in one call and as gmmjax.fit."""
+    Xs, _ = _ragged_batch()
+    config = EMConfig(n_components=2, n_init=2)
+    key = jax.random.key(11)
+    res = gmmjax.fit_batch(Xs, config, key=key, length_buckets=True)
+    keys = jax.random.split(key, len(Xs))
+    for i in (3,):
+        alone = gmmjax.fit(Xs[i], config, key=keys[i])
+        np.testing.assert_allclose(res.params.means[i], alone.params.means, rtol=1e-8)
+
+
+def test_length_buckets_is_checked_and_leaves_arrays_alone(monkeypatch):
+    Xs, _ = _ragged_batch()
+    config = EMConfig(n_components=2)
+    with pytest.raises(ValueError, match="length_buckets"):
+        gmmjax.fit_batch(Xs, config, key=jax.random.key(0), length_buckets="yes")
+    calls = []
+    monkeypatch.setattr(_ragged, "fit_buckets", lambda *a, **k: calls.append(1))
+    # A padded array, False, and the default on a small batch: one call, no buckets.
+    X = np.random.default_rng(0).normal(size=(3, 50, 1))
+    gmmjax.fit_batch(X, config, key=jax.random.key(0), length_buckets=True)
+    gmmjax.fit_batch(Xs, config, key=jax.random.key(0), length_buckets=False)
+    gmmjax.fit_batch(Xs, config, key=jax.random.key(0))
+    assert calls == []
