@@ -23,6 +23,7 @@ One lane is one restart of one dataset:
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple, Optional
 
 import jax
@@ -779,10 +780,10 @@ def fit_batch(
         and fit each group as one call, padded to its own length (`gmmjax._ragged`), so
         that short datasets are not padded to the longest one. None (default): where
         padding would be over 10% of the work, in the groups that save more work than
-        their compilations cost in this call; True: up to 8 groups wherever padding is
-        over 10%, for a batch fitted again and again (the compilations are paid once
-        per group shape, see "Compile once" in the README); False: never. It changes
-        speed, not results (beyond rounding).
+        their compilations cost in this call (not with ``progress``, which keeps one
+        bar); True: up to 8 groups wherever padding is over 10%, for the fastest warm
+        calls (up to 8 compilations in the first; with ``progress``, a bar per group);
+        False: never. It changes speed, not results (beyond rounding).
 
     Returns:
       A `FitResult` whose leaves all have a leading (B,) axis. Dataset i equals
@@ -801,7 +802,7 @@ def fit_batch(
     from gmmjax import _blocks  # the host-side block driver (it imports this module)
 
     _validate.check_config_type(config)
-    if length_buckets not in (None, True, False):
+    if length_buckets is not None and not isinstance(length_buckets, (bool, np.bool_)):
         raise ValueError(f"length_buckets must be None, True or False, got {length_buckets!r}.")
     if isinstance(Xs, (list, tuple)) and length_buckets is not False:
         kwargs = dict(chunk_size=chunk_size, block_size=block_size, progress=progress)
@@ -830,9 +831,14 @@ def fit_batch(
 
 def _fit_ragged(Xs, config: EMConfig, key, mask, weights, init_params, length_buckets, kwargs):
     """`fit_batch` of a list in length buckets (`gmmjax._ragged`), or None where the
-    buckets do not pay or the input is for the usual path (and its errors) to read."""
-    concrete = all(_validate._concrete(a) for a in list(Xs) + list(weights or []))
-    if mask is not None or not Xs or not concrete:
+    buckets do not pay or the input is for the usual path (and its errors) to read.
+    Without an explicit ``length_buckets=True`` a progress bar keeps the one call (one
+    bar for the batch)."""
+    if mask is not None or not Xs or (kwargs["progress"] and not length_buckets):
+        return None
+    if weights is not None and not isinstance(weights, (list, tuple)):
+        return None  # a padded array of weights: the usual path reads (or rejects) it
+    if not all(_validate._concrete(a) for a in list(Xs) + list(weights or [])):
         return None
     arrays = [np.asarray(x) for x in Xs]
     arrays = [a[:, None] if a.ndim == 1 else a for a in arrays]
@@ -848,14 +854,23 @@ def _fit_ragged(Xs, config: EMConfig, key, mask, weights, init_params, length_bu
     buckets = _ragged.plan([a.shape[0] for a in arrays], restarts, config, D, max_buckets=most)
     if buckets is None:
         return None
-    keys = _validate.key_for(key, init_params, batch=B)  # (B,): dataset i keeps split(key, B)[i]
+    # Everything the one call would check, before any bucket is fitted.
     from gmmjax._blocks import _compute_dtype
 
-    dtype = _compute_dtype(np.result_type(*{a.dtype for a in arrays}))
+    keys = _validate.key_for(key, init_params, batch=B)  # (B,): dataset i keeps split(key, B)[i]
+    source = np.result_type(*{a.dtype for a in arrays})
+    dtype = _compute_dtype(source)
     init = _validate.init_params(init_params, config, D, dtype, batch=B)
+    for v in weights or []:
+        if not (np.all(np.isfinite(v)) and np.all(v >= 0)):
+            _validate._check_weights(v, v.shape)
+    if source != dtype and np.dtype(source) == np.float64:
+        _validate._as_float_array(np.zeros(0, source))  # its float64 warning, once
 
-    def fit(X, m, w, k, i):
-        return fit_batch(X, config, key=k, mask=m, weights=w, init_params=i, length_buckets=False, **kwargs)
+    def fit(sub, sub_weights, k, i):
+        with warnings.catch_warnings():  # said once above, not once per bucket
+            warnings.filterwarnings("ignore", message="float64 data is computed in float32")
+            return fit_batch(sub, config, key=k, weights=sub_weights, init_params=i, length_buckets=False, **kwargs)
 
     return _ragged.fit_buckets(buckets, arrays, weights, keys, init, fit)
 

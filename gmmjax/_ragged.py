@@ -3,9 +3,9 @@ longest one.
 
 `fit_batch` pads a list of datasets to its longest dataset, and padded points cost as
 much as real ones. With lengths from 50 to 5,000, most of the work is padding. Here the
-datasets are grouped by length on a fixed grid of lengths (eight steps per doubling:
-a dataset is padded by less than 1/8 of its length) and each group, a bucket, is one
-`fit_batch` call, padded to its grid length. The results come back in the caller's
+datasets' lengths are rounded up on a fixed grid (eight steps per doubling, multiples
+of 8), buckets are ranges of grid lengths, and each bucket is one `fit_batch` call,
+padded to its longest dataset. The results come back in the caller's
 order, and dataset i keeps the key ``jax.random.split(key, B)[i]``: each fit is the one
 of the single padded call, up to rounding.
 
@@ -47,7 +47,7 @@ MAX_BUCKETS = 8
 
 def grid_length(n: int) -> int:
     """The smallest grid length >= n: a multiple of 2**e / 8 for 2**e <= n < 2**(e + 1),
-    and of 8 (so at most n / 8 padding, and few distinct lengths)."""
+    and of 8 (so less than max(8, n / 8) above n, and few distinct lengths)."""
     n = max(int(n), 1)
     step = max(8, (1 << (n.bit_length() - 1)) // 8)
     return -(-n // step) * step
@@ -106,23 +106,16 @@ def plan(lengths, restarts: int, config: EMConfig, D: int, backend: Optional[str
 
 
 def fit_buckets(buckets, arrays, weights, keys, init, fit: Callable[..., FitResult]) -> FitResult:
-    """``fit(X, mask, weights, keys, init)`` for each bucket's datasets, padded to its
-    length, with their rows of ``keys`` (B,) and ``init`` (leaves (B, ...) or None);
-    the results gathered in the datasets' own order (leaves (B, ...))."""
+    """``fit(datasets, weights, keys, init)`` for each bucket: its datasets (a list, which
+    `fit_batch` pads to the bucket's longest, block by block where blocks are used), their
+    weights (or None) and their rows of ``keys`` (B,) and ``init`` (leaves (B, ...) or
+    None); the results gathered in the datasets' own order (leaves (B, ...)), on the
+    host while the next bucket runs."""
     parts, order = [], []
-    dtype = np.result_type(*{a.dtype for a in arrays})
-    for idx, length in buckets:
-        X = np.zeros((idx.size, length, arrays[0].shape[1]), dtype)
-        mask = np.zeros((idx.size, length), bool)
-        w = None if weights is None else np.zeros((idx.size, length), np.result_type(*{v.dtype for v in weights}))
-        for row, i in enumerate(idx):
-            n = arrays[i].shape[0]
-            X[row, :n] = arrays[i]
-            mask[row, :n] = True
-            if w is not None:
-                w[row, :n] = weights[i]
+    for idx, _ in buckets:
+        sub_weights = None if weights is None else [weights[i] for i in idx]
         sub_init = None if init is None else jax.tree_util.tree_map(lambda a: a[idx], init)
-        parts.append(fit(X, mask, w, keys[idx], sub_init))
+        parts.append(jax.device_get(fit([arrays[i] for i in idx], sub_weights, keys[idx], sub_init)))
         order.append(idx)
     back = np.argsort(np.concatenate(order))  # row of each dataset in the concatenation
-    return jax.tree_util.tree_map(lambda *leaves: jnp.concatenate(leaves)[back], *parts)
+    return jax.tree_util.tree_map(lambda *leaves: jnp.asarray(np.concatenate(leaves)[back]), *parts)

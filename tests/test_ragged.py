@@ -72,11 +72,11 @@ def test_plan_is_the_cheapest_partition(monkeypatch, penalty_buckets):
         options = [c for c in options if len(c) + 1 <= penalty_buckets]
     best = min(cost(c) for c in options)
     buckets = _ragged.plan(lengths, 1, config, 1, backend="cpu", max_buckets=penalty_buckets)
-    got = (
-        sizes.size and lengths.size * lengths.max() * unit + penalty
-        if buckets is None
-        else sum(idx.size * g * unit + penalty for idx, g in buckets)
-    )
+    if buckets is None:
+        got = lengths.size * lengths.max() * unit + penalty
+    else:
+        _check_partition(buckets, lengths)
+        got = sum(idx.size * g * unit + penalty for idx, g in buckets)
     assert got == pytest.approx(best)
 
 
@@ -90,7 +90,7 @@ def _ragged_batch():
 
 
 @pytest.mark.parametrize("init", [False, True])
-def test_buckets_give_the_fits_of_one_padded_call(init):
+def test_buckets_give_the_fits_of_one_padded_call(monkeypatch, init):
     """Statuses, iteration counts, parameters, log-likelihoods and traces of the bucketed
     fit equal the single padded call's, in the caller's order (float64)."""
     Xs, weights = _ragged_batch()
@@ -100,8 +100,9 @@ def test_buckets_give_the_fits_of_one_padded_call(init):
         base = gmmjax.fit_batch(Xs, config, length_buckets=False, **kw)
         kw = dict(weights=weights, init_params=base.params)
     one = gmmjax.fit_batch(Xs, config, length_buckets=False, **kw)
+    monkeypatch.setattr(_ragged, "MAX_BUCKETS", 3)  # three compilations, not eight
     buckets = gmmjax.fit_batch(Xs, config, length_buckets=True, **kw)
-    assert len(_ragged.plan([len(x) for x in Xs], 1 if init else 3, config, 2, max_buckets=8)) >= 3
+    assert len(_ragged.plan([len(x) for x in Xs], 1 if init else 3, config, 2, max_buckets=3)) == 3
     np.testing.assert_array_equal(buckets.status, one.status)
     assert buckets.status[4] == Status.NONFINITE_INPUT and buckets.status[5] == Status.TOO_FEW_POINTS
     np.testing.assert_array_equal(buckets.n_iter, one.n_iter)
@@ -111,23 +112,40 @@ def test_buckets_give_the_fits_of_one_padded_call(init):
     np.testing.assert_allclose(buckets.trace.log_likelihood, one.trace.log_likelihood, rtol=1e-10)
 
 
-def test_a_bucketed_dataset_keeps_its_own_key():
-    """Dataset i is fitted with split(key, B)[i], as in one call and as gmmjax.fit."""
-    Xs, _ = _ragged_batch()
+def test_the_default_buckets_where_it_pays(monkeypatch):
+    """With a compilation made cheap, the default (None) buckets this small batch itself:
+    one bucketed fit, the fits of one padded call. Weights as one array take the one
+    call (buckets read a list of weight arrays)."""
+    Xs, weights = _ragged_batch()
     config = EMConfig(n_components=2, n_init=2)
-    key = jax.random.key(11)
-    res = gmmjax.fit_batch(Xs, config, key=key, length_buckets=True)
-    keys = jax.random.split(key, len(Xs))
-    for i in (3,):
-        alone = gmmjax.fit(Xs[i], config, key=keys[i])
-        np.testing.assert_allclose(res.params.means[i], alone.params.means, rtol=1e-8)
+    monkeypatch.setitem(_ragged.MIN_SAVING, "cpu", 2e4)  # 2 buckets here
+    calls = []
+    fit_buckets = _ragged.fit_buckets
+    monkeypatch.setattr(_ragged, "fit_buckets", lambda *a, **k: calls.append(1) or fit_buckets(*a, **k))
+    one = gmmjax.fit_batch(Xs, config, key=jax.random.key(0), weights=weights, length_buckets=False)
+    auto = gmmjax.fit_batch(Xs, config, key=jax.random.key(0), weights=weights)
+    assert calls == [1]
+    np.testing.assert_array_equal(auto.status, one.status)
+    np.testing.assert_allclose(auto.params.means, one.params.means, rtol=1e-8, atol=1e-10)
+    # Weights as one array: fine for datasets of one length, the one call's own
+    # message for ragged ones.
+    same = [x[:30] for x in Xs if len(x) >= 30]
+    gmmjax.fit_batch(same, config, key=jax.random.key(0), weights=np.ones((len(same), 30)))
+    with pytest.raises(ValueError, match=r"weights\[0\] must have shape \(30,\)"):
+        gmmjax.fit_batch(Xs, config, key=jax.random.key(0), weights=np.ones((len(Xs), 1500)))
+    assert calls == [1]
 
 
 def test_length_buckets_is_checked_and_leaves_arrays_alone(monkeypatch):
     Xs, _ = _ragged_batch()
     config = EMConfig(n_components=2)
-    with pytest.raises(ValueError, match="length_buckets"):
-        gmmjax.fit_batch(Xs, config, key=jax.random.key(0), length_buckets="yes")
+    for bad in ("yes", 1):
+        with pytest.raises(ValueError, match="length_buckets"):
+            gmmjax.fit_batch(Xs, config, key=jax.random.key(0), length_buckets=bad)
+    bad_weights = [np.ones(len(x)) for x in Xs]
+    bad_weights[-1][0] = -1.0  # in the last bucket: reported before any bucket runs
+    with pytest.raises(ValueError, match="weights"):
+        gmmjax.fit_batch(Xs, config, key=jax.random.key(0), weights=bad_weights, length_buckets=True)
     calls = []
     monkeypatch.setattr(_ragged, "fit_buckets", lambda *a, **k: calls.append(1))
     # A padded array, False, and the default on a small batch: one call, no buckets.
@@ -135,4 +153,7 @@ def test_length_buckets_is_checked_and_leaves_arrays_alone(monkeypatch):
     gmmjax.fit_batch(X, config, key=jax.random.key(0), length_buckets=True)
     gmmjax.fit_batch(Xs, config, key=jax.random.key(0), length_buckets=False)
     gmmjax.fit_batch(Xs, config, key=jax.random.key(0))
+    monkeypatch.setitem(_ragged.MIN_SAVING, "cpu", 2e4)  # buckets would pay, but a bar keeps one call
+    pytest.importorskip("tqdm")
+    gmmjax.fit_batch(Xs, config, key=jax.random.key(0), progress=True)
     assert calls == []
