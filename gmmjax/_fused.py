@@ -245,7 +245,7 @@ def _kernel(K, D, N, config: EMConfig, dtype, P, trace):
         log_norm = jnp.log(s) + m
         ll = jnp.sum(jnp.where(wv > 0, wv * log_norm, 0.0)) / jnp.where(total > 0, total, 1.0)
         ll = jnp.where(total > 0, ll, -jnp.inf)
-        inv = jnp.where(s > 0, 1.0 / s, 0.0)  # as `e_step_resp`: no NaN from weight-0 points
+        inv = 1.0 / jnp.maximum(s, jnp.finfo(dtype).tiny)  # as `e_step_resp`: no NaN from weight-0 points
         wr = [e[k] * inv * wv for k in range(K)]
         nk = [jnp.sum(wr[k]) + 10 * eps for k in range(K)]
         means = [[jnp.sum(wr[k] * x[d]) / nk[k] for d in range(D)] for k in range(K)]
