@@ -117,13 +117,14 @@ def test_the_default_buckets_where_it_pays(monkeypatch):
     one bucketed fit, the fits of one padded call. Weights as one array take the one
     call (buckets read a list of weight arrays)."""
     Xs, weights = _ragged_batch()
-    config = EMConfig(n_components=2, n_init=2)
-    monkeypatch.setitem(_ragged.MIN_SAVING, "cpu", 2e4)  # 2 buckets here
+    config = EMConfig(n_components=2, n_init=3, trace="loglik")  # the one call compiled above
+    monkeypatch.setitem(_ragged.MIN_SAVING, "cpu", 3e4)
+    assert len(_ragged.plan([len(x) for x in Xs], 3, config, 2, backend="cpu")) == 2
     calls = []
     fit_buckets = _ragged.fit_buckets
     monkeypatch.setattr(_ragged, "fit_buckets", lambda *a, **k: calls.append(1) or fit_buckets(*a, **k))
-    one = gmmjax.fit_batch(Xs, config, key=jax.random.key(0), weights=weights, length_buckets=False)
-    auto = gmmjax.fit_batch(Xs, config, key=jax.random.key(0), weights=weights)
+    one = gmmjax.fit_batch(Xs, config, key=jax.random.key(3), weights=weights, length_buckets=False)
+    auto = gmmjax.fit_batch(Xs, config, key=jax.random.key(3), weights=weights)
     assert calls == [1]
     np.testing.assert_array_equal(auto.status, one.status)
     np.testing.assert_allclose(auto.params.means, one.params.means, rtol=1e-8, atol=1e-10)
