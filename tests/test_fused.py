@@ -59,7 +59,8 @@ CASES = [(1, 3, "full"), (1, 2, "spherical"), (1, 3, "tied"), (2, 2, "full"), (2
 @pytest.mark.parametrize("D,K,covariance_type", CASES)
 def test_kernel_loop_equals_the_xla_loop(D, K, covariance_type):
     """Every lane's final loop state (iterations, flags, parameters, previous
-    parameters, log-likelihood trace) equals vmap(_em_loop)'s, float64."""
+    parameters, log-likelihood trace) equals vmap(_em_loop)'s, float64: sample weights,
+    rows of weight 0, constant data, a skipped dataset and a lane that starts done."""
     rng = np.random.default_rng(D * 10 + K)
     B, N = 5, 150
     X = rng.normal(size=(B, N, D)) + 3.0 * rng.integers(0, K, size=(B, N, 1))
@@ -68,6 +69,7 @@ def test_kernel_loop_equals_the_xla_loop(D, K, covariance_type):
     X[2] = 7.0  # constant data: components collapse onto reg_covar
     w[3, 1:] = 0.0  # fewer points than components: not fitted, skipped
     X[4, :, 0] *= rng.uniform(0.5, 2.0, size=N)  # a wider, uneven dataset
+    w[0] = rng.uniform(0.2, 5.0, size=N)  # sample weights
     config = EMConfig(n_components=K, n_init=3, covariance_type=covariance_type, tol=1e-4, max_iter=60, trace="loglik")
     prep, lanes, dataset, R = _lanes(X, w, config)
     lanes = lanes._replace(t=lanes.t.at[0].set(config.max_iter))  # a lane that starts done
