@@ -200,17 +200,11 @@ def _array_source(Xs, mask, weights) -> Optional[_Source]:
 
 def _list_source(Xs, mask, weights) -> Optional[_Source]:
     """A list of (N_i, D) or (N_i,) arrays, padded block by block; None if malformed."""
-    if mask is not None or not Xs:
+    listed = None if mask is not None else _validate.read_list(Xs, weights)
+    if listed is None:
         return None
-    arrays = [np.asarray(x) for x in Xs]
-    arrays = [a[:, None] if a.ndim == 1 else a for a in arrays]
-    if any(a.ndim != 2 for a in arrays) or len({a.shape[1] for a in arrays}) != 1:
-        return None
+    arrays, weights = listed
     lengths = [a.shape[0] for a in arrays]
-    if weights is not None:
-        weights = [np.asarray(w) for w in weights]
-        if len(weights) != len(arrays) or any(w.shape != (n,) for w, n in zip(weights, lengths)):
-            return None
     B, N, D = len(arrays), max(max(lengths), 1), arrays[0].shape[1]
     dtype = np.result_type(*{a.dtype for a in arrays})
     if not np.issubdtype(dtype, np.floating) or np.finfo(dtype).bits < 32:
@@ -369,9 +363,7 @@ def plan(Xs, config: EMConfig, *, key, mask, weights, init_params, chunk_size, b
     keys = _validate.key_for(key, init_params, batch=B)
     init = _validate.init_params(init_params, config, D, dtype, batch=B)
     if weights is not None:  # on the host, a block at a time; _validate words the error
-        for w in src.weights():
-            if not (np.all(np.isfinite(w)) and np.all(w >= 0)):
-                _validate._check_weights(w, w.shape)
+        _validate.check_host_weights(src.weights())
     total = _round_up(B, block)
     return Blocks(
         source=src,

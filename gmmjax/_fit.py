@@ -834,20 +834,16 @@ def _fit_ragged(Xs, config: EMConfig, key, mask, weights, init_params, length_bu
     buckets do not pay or the input is for the usual path (and its errors) to read.
     Without an explicit ``length_buckets=True`` a progress bar keeps the one call (one
     bar for the batch)."""
-    if mask is not None or not Xs or (kwargs["progress"] and not length_buckets):
+    if mask is not None or (kwargs["progress"] and not length_buckets):
         return None
     if weights is not None and not isinstance(weights, (list, tuple)):
         return None  # a padded array of weights: the usual path reads (or rejects) it
     if not all(_validate._concrete(a) for a in list(Xs) + list(weights or [])):
         return None
-    arrays = [np.asarray(x) for x in Xs]
-    arrays = [a[:, None] if a.ndim == 1 else a for a in arrays]
-    if any(a.ndim != 2 for a in arrays) or len({a.shape[1] for a in arrays}) != 1:
+    listed = _validate.read_list(Xs, weights)
+    if listed is None:
         return None
-    if weights is not None:
-        weights = [np.asarray(v) for v in weights]
-        if len(weights) != len(arrays) or any(v.shape != (a.shape[0],) for v, a in zip(weights, arrays)):
-            return None
+    arrays, weights = listed
     B, D = len(arrays), arrays[0].shape[1]
     restarts = 1 if init_params is not None else config.n_init
     most = _ragged.MAX_BUCKETS if length_buckets else None
@@ -861,11 +857,9 @@ def _fit_ragged(Xs, config: EMConfig, key, mask, weights, init_params, length_bu
     source = np.result_type(*{a.dtype for a in arrays})
     dtype = _compute_dtype(source)
     init = _validate.init_params(init_params, config, D, dtype, batch=B)
-    for v in weights or []:
-        if not (np.all(np.isfinite(v)) and np.all(v >= 0)):
-            _validate._check_weights(v, v.shape)
-    if source != dtype and np.dtype(source) == np.float64:
-        _validate._as_float_array(np.zeros(0, source))  # its float64 warning, once
+    _validate.check_host_weights(weights or [])
+    if source != dtype:
+        _validate._as_float_array(np.zeros(0, source))  # its float64 warning, once (as `_blocks.plan`)
 
     def fit(sub, sub_weights, k, i):
         with warnings.catch_warnings():  # said once above, not once per bucket

@@ -26,7 +26,6 @@ import math
 import jax
 import jax.numpy as jnp
 
-from gmmjax._covariance import COVARIANCE
 from gmmjax._types import TRACE_FILL, EMConfig, GMMParams
 
 #: Use the kernel on GPUs where it `applies` (read at trace time): False (off: not
@@ -71,10 +70,6 @@ def _pow2(n: int) -> int:
 # Per lane, the loop state travels as one row of floats (params, prev_params, prev_ll)
 # and one row of int32 (t, converged, failed, skip, active), each padded to a power of
 # two (Triton's block shapes); the trace is its own row, padded likewise.
-def _n_params(K, D, covariance_type):
-    return K + K * D + math.prod(COVARIANCE[covariance_type].shape(K, D))
-
-
 def _flat(p: GMMParams, L):
     return jnp.concatenate([p.weights.reshape(L, -1), p.means.reshape(L, -1), p.covariances.reshape(L, -1)], axis=1)
 
@@ -113,7 +108,8 @@ def em_loop(X, w, restarts: int, s, config: EMConfig, active, *, interpret: bool
     K = config.n_components
     dtype = X.dtype
     NP = max(16, _pow2(N))
-    P = _n_params(K, D, config.covariance_type)
+    params = _flat(s.params, L)
+    P = params.shape[1]  # numbers in one lane's parameters
     FP = _pow2(2 * P + 1)
     IP = _pow2(4 + K)
     T = config.max_iter + 1
@@ -122,13 +118,13 @@ def em_loop(X, w, restarts: int, s, config: EMConfig, active, *, interpret: bool
 
     planes = jnp.pad(jnp.swapaxes(X, 1, 2), ((0, 0), (0, 0), (0, NP - N)))  # (B, D, NP)
     wp = jnp.pad(w, ((0, 0), (0, NP - N)))  # padding has weight 0: it never counts (`m_step`)
-    fl = jnp.concatenate([_flat(s.params, L), _flat(s.prev_params, L), s.prev_ll.reshape(L, 1)], axis=1)
+    fl = jnp.concatenate([params, _flat(s.prev_params, L), s.prev_ll.reshape(L, 1)], axis=1)
     fl = jnp.pad(fl.astype(dtype), ((0, 0), (0, FP - fl.shape[1])))
     it = jnp.concatenate(
         [jnp.stack([s.t, s.converged, s.failed, s.skip], axis=1).astype(jnp.int32), active.astype(jnp.int32)], axis=1
     )
     it = jnp.pad(it, ((0, 0), (0, IP - it.shape[1])))
-    kernel = _kernel(K, D, N, config, dtype, P, trace)
+    kernel = _kernel(K, D, config, dtype, P, trace)
 
     lane = lambda width: pl.BlockSpec((1, width), lambda i: (i, 0))  # noqa: E731
     in_specs = [
@@ -148,7 +144,7 @@ def em_loop(X, w, restarts: int, s, config: EMConfig, active, *, interpret: bool
         out_shape.append(jax.ShapeDtypeStruct((L, TP), dtype))
         out_specs.append(lane(TP))
         aliases = {4: 2}  # entries the loop does not write stay as they were
-    params = {} if interpret else {"compiler_params": _triton_params(NP)}
+    compiler = {} if interpret else {"compiler_params": _triton_params(NP)}
     outs = pl.pallas_call(
         kernel,
         out_shape=tuple(out_shape),
@@ -157,7 +153,7 @@ def em_loop(X, w, restarts: int, s, config: EMConfig, active, *, interpret: bool
         out_specs=tuple(out_specs),
         input_output_aliases=aliases,
         interpret=interpret,
-        **params,
+        **compiler,
     )(*args)
     fl, it = outs[0], outs[1]
     new = s._replace(
@@ -183,7 +179,7 @@ def _triton_params(NP: int):
     return plt.CompilerParams(num_warps=int(warps))
 
 
-def _kernel(K, D, N, config: EMConfig, dtype, P, trace):
+def _kernel(K, D, config: EMConfig, dtype, P, trace):
     """The kernel of one lane: loads its state, loops, stores it (see `em_loop`)."""
     cov_type = config.covariance_type
     tol, reg, max_iter = config.tol, config.reg_covar, config.max_iter

@@ -126,6 +126,31 @@ def pad_arrays(arrays, dtype):
     return X, mask
 
 
+def read_list(Xs, weights):
+    """(arrays (N_i, D), weights (N_i,) or None) of a well-formed list of datasets (1-D
+    arrays become one feature), or None: the host drivers (`gmmjax._blocks`, length
+    buckets in `gmmjax._fit`) then leave the list to `_pad_list`, which words the error."""
+    if not Xs:
+        return None
+    arrays = [np.asarray(x) for x in Xs]
+    arrays = [a[:, None] if a.ndim == 1 else a for a in arrays]
+    if any(a.ndim != 2 for a in arrays) or len({a.shape[1] for a in arrays}) != 1:
+        return None
+    if weights is not None:
+        weights = [np.asarray(v) for v in weights]
+        if len(weights) != len(arrays) or any(v.shape != (a.shape[0],) for v, a in zip(weights, arrays)):
+            return None
+    return arrays, weights
+
+
+def check_host_weights(weights) -> None:
+    """The ValueError of `_check_weights` for the first of these host weight arrays that
+    is not finite and non-negative: checked before any work starts."""
+    for w in weights:
+        if not (np.all(np.isfinite(w)) and np.all(w >= 0)):
+            _check_weights(w, w.shape)
+
+
 def _pad_list(Xs, weights):
     arrays = [np.asarray(x) for x in Xs]
     if not arrays:
