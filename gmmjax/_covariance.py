@@ -347,8 +347,11 @@ def moments(covariance_type, X):
     """Per-point second moments of X (N, D), `moments_width` of them per point: packed
     x x^T or x * x (see above)."""
     if covariance_type in ("full", "tied"):
-        i, j = _triu(X.shape[1])
-        return X[:, i] * X[:, j]
+        # Row d of the upper triangle is x_d * x[d:]: static slices, in `_triu`'s order.
+        # A gather X[:, i] * X[:, j] took twice as long for the few lanes of a CPU round
+        # (W3-cpu 113 -> 103 ms, benchmarks/RESULTS.md).
+        D = X.shape[1]
+        return jnp.concatenate([X[:, d : d + 1] * X[:, d:] for d in range(D)], axis=1)
     return X * X
 
 
