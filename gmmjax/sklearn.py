@@ -60,7 +60,7 @@ except ImportError:  # scikit-learn < 1.6
         return estimator._validate_data(X, **kwargs)
 
 
-from gmmjax import _io
+from gmmjax import _io, _ragged
 from gmmjax._density import log_prob as _log_prob
 from gmmjax._density import predict_proba as _predict_proba
 from gmmjax._density import sample as _sample
@@ -771,6 +771,18 @@ def _as_batch(Xs, mask, lengths, n_features=None):
     return X, valid, out_lengths
 
 
+def _fit_batch_padded(Xp, w, config: EMConfig, **kwargs):
+    """`fit_batch` of padded datasets Xp (B, N, D) whose valid points have weight 1 in w
+    (B, N): as a list of the valid points in length buckets (`gmmjax._ragged`) where
+    buckets pay in this call (datasets of very different lengths), else as one padded
+    call. Dataset i is fitted alike either way (its key stays ``split(key, B)[i]``)."""
+    valid = w > 0
+    restarts = 1 if kwargs.get("init_params") is not None else config.n_init
+    if _ragged.plan(valid.sum(axis=1).tolist(), restarts, config, Xp.shape[2]) is None:
+        return fit_batch(Xp, config, weights=w, **kwargs)
+    return fit_batch([x[v] for x, v in zip(Xp, valid)], config, **kwargs)
+
+
 class BatchGaussianMixture(_MixtureBase):
     """One Gaussian mixture per dataset, all datasets fitted in one compiled call.
 
@@ -841,12 +853,12 @@ class BatchGaussianMixture(_MixtureBase):
                         for a, s in zip(inits, ((self.n_components,), want, self._cov_shape(D)))
                     )
                 if all(a is not None for a in inits):
-                    res = fit_batch(Xp, config, weights=w, init_params=GMMParams(*inits))
+                    res = _fit_batch_padded(Xp, w, config, init_params=GMMParams(*inits))
                 elif any(a is not None for a in inits):
                     keys = jax.random.split(key, B)
                     res = _fit_partial_batch_jit(jnp.asarray(Xp), jnp.asarray(w), keys, inits, config=config)
                 else:
-                    res = fit_batch(Xp, config, key=key, weights=w)
+                    res = _fit_batch_padded(Xp, w, config, key=key)
             else:
                 if self.means_.shape != (B, self.n_components, D) or self.means_.dtype != dtype:
                     raise ValueError(
@@ -856,7 +868,7 @@ class BatchGaussianMixture(_MixtureBase):
                         "Set warm_start=False to start afresh."
                     )
                 config = self._config(1)
-                res = fit_batch(Xp, config, weights=w, init_params=self._fitted_params())
+                res = _fit_batch_padded(Xp, w, config, init_params=self._fitted_params())
             res = jax.device_get(res)
         self._set_result(res, dtype, valid.sum(axis=1))
         self.n_features_in_ = D

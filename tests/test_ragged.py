@@ -5,6 +5,7 @@ import itertools
 import jax
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 import gmmjax
 from gmmjax import _ragged
@@ -158,3 +159,28 @@ def test_length_buckets_is_checked_and_leaves_arrays_alone(monkeypatch):
     pytest.importorskip("tqdm")
     gmmjax.fit_batch(Xs, config, key=jax.random.key(0), progress=True)
     assert calls == []
+
+
+def test_batch_estimator_takes_buckets_where_they_pay(monkeypatch):
+    """BatchGaussianMixture on a ragged list fits in length buckets where they pay (made
+    to pay here by a cheap compilation), with the fits of its one padded call; the
+    statuses of the dataset with NaN and of the one-point dataset included."""
+    Xs, _ = _ragged_batch()
+    calls = []
+    fit_buckets = _ragged.fit_buckets
+    monkeypatch.setattr(_ragged, "fit_buckets", lambda *a, **k: calls.append(1) or fit_buckets(*a, **k))
+    kw = dict(n_components=2, n_init=3, random_state=3)
+    with pytest.warns(ConvergenceWarning):
+        one = gmmjax.BatchGaussianMixture(**kw).fit(Xs)
+    assert calls == []  # the default keeps this small batch in one call
+    monkeypatch.setitem(_ragged.MIN_SAVING, "cpu", 3e4)
+    with pytest.warns(ConvergenceWarning):
+        bucketed = gmmjax.BatchGaussianMixture(**kw).fit(Xs)
+    assert calls == [1]
+    np.testing.assert_array_equal(bucketed.status_, one.status_)
+    assert bucketed.status_[4] == Status.NONFINITE_INPUT and bucketed.status_[5] == Status.TOO_FEW_POINTS
+    np.testing.assert_array_equal(bucketed.n_iter_, one.n_iter_)
+    for name in ("means_", "covariances_", "weights_", "lower_bound_"):
+        np.testing.assert_allclose(getattr(bucketed, name), getattr(one, name), rtol=1e-8, atol=1e-10)
+    for a, b in zip(bucketed.predict(Xs), one.predict(Xs)):
+        np.testing.assert_array_equal(a, b)
