@@ -624,7 +624,7 @@ def _per_dataset_keys(key, B: int):
 
 
 def _fit_batch(X, w, key, init, config: EMConfig, chunk: int | None = None, compact=None, moments=None):
-    """Datasets via vmap: X (B, N, D), w (B, N), key (B,) or one key (dataset i then uses
+    """Datasets via vmap: X (B, N, D), w (B, N) or None (all ones), key (B,) or one key (dataset i then uses
     ``split(key, B)[i]``; split here, which spares a separate compiled program), init
     leaves (B, ...) or None.
 
@@ -635,6 +635,8 @@ def _fit_batch(X, w, key, init, config: EMConfig, chunk: int | None = None, comp
     ``compact`` = (capacity, round_iter[, group]) as `_fit_compacted`. ``moments``: the
     moments path (None: where `_use_moments`). Returns (FitResult, risky (B,)).
     """
+    if w is None:  # no weights, no mask
+        w = jnp.ones(X.shape[:2], X.dtype)
     if moments is None:
         moments = _use_moments(X, config)
     key = _per_dataset_keys(key, X.shape[0])
@@ -687,7 +689,7 @@ def _fit_batch_jit(X, w, key, init, *, config: EMConfig, chunk: int | None = Non
         n = idx.size
         keys = _per_dataset_keys(key, X.shape[0])  # split only when some fit is redone
         return _fit_batch_engine(
-            X[idx], w[idx], keys[idx], sub_init, config=config, chunk=min(chunk or n, n), moments=False
+            X[idx], None if w is None else w[idx], keys[idx], sub_init, config=config, chunk=min(chunk or n, n), moments=False
         )[0]
 
     return _redo_risky(res, risky, refit)
@@ -815,7 +817,7 @@ def fit_batch(
     )
     if blocks is not None:
         return blocks.run()
-    X, w = _validate.batch(Xs, mask, weights)
+    X, w = _validate.batch(Xs, mask, weights, unit_weights=False)
     B = X.shape[0]
     key = _validate.key_for(key, init_params, batch=B, split=False)
     init = _validate.init_params(init_params, config, X.shape[2], X.dtype, batch=B)

@@ -181,8 +181,12 @@ def _pad_list(Xs, weights):
     return X, mask, w
 
 
-def batch(Xs, mask, weights):
-    """(B, N, D) float array and (B, N) weights (0 where masked) for `fit_batch`."""
+def batch(Xs, mask, weights, unit_weights=True):
+    """(B, N, D) float array and (B, N) weights (0 where masked) for `fit_batch`.
+
+    With ``unit_weights`` False, no mask and no weights give None for the weights (the
+    engine makes its ones inside the compiled call: a (B, N) array of ones made here
+    cost W2-cpu 0.4 of its 6 ms)."""
     if isinstance(Xs, (list, tuple)):
         if mask is not None:
             raise ValueError("mask is for a padded array; a list of datasets is masked for you.")
@@ -200,6 +204,8 @@ def batch(Xs, mask, weights):
         raise ValueError("Xs holds 0 datasets: pass at least one.")
     if D == 0:
         raise ValueError("Xs has 0 features: pass data of shape (B, N, n_features >= 1).")
+    if weights is None and mask is None and not unit_weights:
+        return X, None
     w = jnp.ones((B, N), X.dtype) if weights is None else _check_weights(weights, (B, N))
     if mask is not None:
         mask = mask if isinstance(mask, jax.Array) else np.asarray(mask)
