@@ -301,10 +301,13 @@ def estimate(covariance_type, X, wr, nk, means, reg_covar, XX=None):
 
 # ---------------------------------------------------------------- moments
 # The "moments" formulation: the log-density and the M-step statistics as matrix
-# products with per-point second moments computed once per dataset, ``XX`` =
-# x x^T packed to its upper triangle (full, tied: (N, D(D+1)/2)) or x * x (diag,
-# spherical: (N, D)). No (K, N, D) temporary: on W4-cpu (N=1e5, D=16, K=32) the
-# log-density took 15 ms instead of 214 and the covariances 19 ms instead of 486.
+# products with per-point moments computed once per dataset, ``XX`` = x x^T packed to
+# its upper triangle (full, tied: D(D+1)/2 numbers) or x * x (diag, spherical: D),
+# followed by x itself (D): (N, width). No (K, N, D) temporary: on W4-cpu (N=1e5, D=16,
+# K=32) the log-density took 15 ms instead of 214 and the covariances 19 ms instead of
+# 486. With x in the same array, the E-step's quadratic and linear terms are one matrix
+# product, and so are the M-step's sums for the means and covariances (W3-cpu's rounds
+# of 5 lanes: 0.32 -> 0.21 ms of products per EM iteration, benchmarks/RESULTS.md).
 #
 # The price is precision: the centred sums become differences of raw moments. Their
 # rounding grows with `moments_amplification` (how far a component sits from the
@@ -338,21 +341,31 @@ def _packed_index(D):
     return idx
 
 
+#: The moments of these types end with x itself (see above). Tied covariances share one
+#: quadratic form: its E-step and M-step are products with one vector, which the extra
+#: columns would only widen (W3-cpu tied: 75 ms without them, 78-80 ms with).
+WITH_X = ("full", "diag", "spherical")
+
+
 def moments_width(covariance_type, D):
-    """Numbers per point in `moments`: D (D + 1) / 2 (full, tied) or D."""
-    return D * (D + 1) // 2 if covariance_type in ("full", "tied") else D
+    """Numbers per point in `moments`: D (D + 1) / 2 (+ D for full) or 2 D."""
+    if covariance_type in ("full", "tied"):
+        return D * (D + 1) // 2 + (D if covariance_type in WITH_X else 0)
+    return 2 * D
 
 
 def moments(covariance_type, X):
-    """Per-point second moments of X (N, D), `moments_width` of them per point: packed
-    x x^T or x * x (see above)."""
+    """Per-point moments of X (N, D), `moments_width` of them per point: packed x x^T
+    (full, tied) or x * x (diag, spherical), then x (but for tied; see above)."""
+    D = X.shape[1]
     if covariance_type in ("full", "tied"):
         # Row d of the upper triangle is x_d * x[d:]: static slices, in `_triu`'s order.
         # A gather X[:, i] * X[:, j] took twice as long for the few lanes of a CPU round
         # (W3-cpu 113 -> 103 ms, benchmarks/RESULTS.md).
-        D = X.shape[1]
-        return jnp.concatenate([X[:, d : d + 1] * X[:, d:] for d in range(D)], axis=1)
-    return X * X
+        parts = [X[:, d : d + 1] * X[:, d:] for d in range(D)]
+    else:
+        parts = [X * X]
+    return jnp.concatenate(parts + ([X] if covariance_type in WITH_X else []), axis=1)
 
 
 def _pack(A):
@@ -363,36 +376,54 @@ def _pack(A):
 
 
 def _log_gaussian_moments(covariance_type, X, XX, means, cov):
-    D = X.shape[1]
+    D = means.shape[1]
     if covariance_type in ("full", "tied"):
         P = _precision_cholesky(cov)
         prec = P @ jnp.swapaxes(P, -1, -2)  # (K, D, D) or (D, D)
         log_det = jnp.sum(jnp.log(jnp.diagonal(P, axis1=-2, axis2=-1)), axis=-1)
         prec_mu = jnp.einsum("kde,ke->kd" if covariance_type == "full" else "de,ke->kd", prec, means)
-        quad = (XX @ _pack(prec).T).T  # (K, N) or (N,): measured faster than pack @ XX.T
-        quad = quad if covariance_type == "full" else quad[None, :]
+        quad = _pack(prec)  # (K, P) or (P,)
     else:
         var = cov if covariance_type == "diag" else jnp.broadcast_to(cov[:, None], means.shape)
-        prec = 1.0 / var  # (K, D)
+        quad = 1.0 / var  # (K, D): the precisions
         log_det = -0.5 * jnp.sum(jnp.log(var), axis=-1)
-        prec_mu = means * prec
-        quad = (XX @ prec.T).T
-    maha = quad - 2.0 * (X @ prec_mu.T).T + jnp.sum(means * prec_mu, axis=-1)[:, None]
+        prec_mu = means * quad
+    mu_term = jnp.sum(means * prec_mu, axis=-1)[:, None]
+    if covariance_type not in WITH_X:  # tied: one quadratic form, (N,) not (K, N)
+        maha = (XX @ quad)[None, :] - 2.0 * (X @ prec_mu.T).T + mu_term
+    else:
+        # (K, N): x^T Lambda x - 2 x^T Lambda mu as one product (XX @ W^T measured
+        # faster than W @ XX^T), then mu^T Lambda mu.
+        weights = jnp.concatenate([quad, -2.0 * prec_mu], axis=1)
+        maha = (XX @ weights.T).T + mu_term
     return -0.5 * (_log_2pi_term(D, X.dtype) + maha) + jnp.reshape(log_det, (-1, 1))
 
 
-def _estimate_moments(covariance_type, XX, wr, nk, means, reg_covar):
+def moment_sums(wr, XX):
+    """(K, width) sums over the points of wr (K, N) times the `moments` XX (full, diag,
+    spherical): the second-moment sums, then the sums of the means (wr @ X)."""
+    return wr @ XX
+
+
+def estimate_from_sums(covariance_type, sums, nk, means, reg_covar):
+    """M-step covariances (full, diag, spherical) from the `moment_sums` plus reg_covar."""
     D = means.shape[1]
-    if covariance_type in ("full", "tied"):
-        if covariance_type == "tied":
-            S = (jnp.sum(wr, axis=0) @ XX)[_packed_index(D)]  # (D, D)
-            cov = (S - jnp.einsum("k,kd,ke->de", nk, means, means)) / jnp.sum(nk)
-        else:
-            S = (wr @ XX)[:, _packed_index(D)]  # (K, D, D)
-            cov = S / nk[:, None, None] - means[:, :, None] * means[:, None, :]
+    S = sums[:, :-D]  # the second moments
+    if covariance_type == "full":
+        S = S[:, _packed_index(D)]  # (K, D, D)
+        cov = S / nk[:, None, None] - means[:, :, None] * means[:, None, :]
         return cov + reg_covar * jnp.eye(D, dtype=means.dtype)
-    var = (wr @ XX) / nk[:, None] - means * means + reg_covar
+    var = S / nk[:, None] - means * means + reg_covar
     return var if covariance_type == "diag" else jnp.mean(var, axis=-1)
+
+
+def _estimate_moments(covariance_type, XX, wr, nk, means, reg_covar):
+    if covariance_type in WITH_X:
+        return estimate_from_sums(covariance_type, moment_sums(wr, XX), nk, means, reg_covar)
+    D = means.shape[1]  # tied
+    S = (jnp.sum(wr, axis=0) @ XX)[_packed_index(D)]  # (D, D)
+    cov = (S - jnp.einsum("k,kd,ke->de", nk, means, means)) / jnp.sum(nk)
+    return cov + reg_covar * jnp.eye(D, dtype=means.dtype)
 
 
 def moments_amplification(covariance_type, means, cov):

@@ -124,11 +124,16 @@ def m_step(X, w, resp, covariance_type: str, reg_covar: float, active, XX=None) 
     wr = resp * w[None, :]  # (K, N)
     eps = jnp.finfo(X.dtype).eps
     nk = _point_sum(X, wr) + 10 * eps  # (K,)
-    if X.shape[1] <= _covariance.SMALL_D:  # a few features: one sum per feature, as nk
-        means = jnp.stack([point_sum(wr * X[:, d]) for d in range(X.shape[1])], axis=-1) / nk[:, None]
+    if XX is not None and covariance_type in _covariance.WITH_X:  # one product for all sums
+        sums = _covariance.moment_sums(wr, XX)
+        means = sums[:, -X.shape[1] :] / nk[:, None]
+        cov = _covariance.estimate_from_sums(covariance_type, sums, nk, means, reg_covar)
     else:
-        means = (wr @ X) / nk[:, None]
-    cov = estimate(covariance_type, X, wr, nk, means, reg_covar, XX)
+        if X.shape[1] <= _covariance.SMALL_D:  # a few features: one sum per feature, as nk
+            means = jnp.stack([point_sum(wr * X[:, d]) for d in range(X.shape[1])], axis=-1) / nk[:, None]
+        else:
+            means = (wr @ X) / nk[:, None]
+        cov = estimate(covariance_type, X, wr, nk, means, reg_covar, XX)
     mass = jnp.where(active, nk, 0.0)
     return GMMParams(weights=mass / jnp.sum(mass), means=means, covariances=cov)
 
