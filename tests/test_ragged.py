@@ -119,8 +119,8 @@ def test_the_default_buckets_where_it_pays(monkeypatch):
     call (buckets read a list of weight arrays)."""
     Xs, weights = _ragged_batch()
     config = EMConfig(n_components=2, n_init=3, trace="loglik")  # the one call compiled above
-    monkeypatch.setitem(_ragged.MIN_SAVING, "cpu", 3e4)
-    assert len(_ragged.plan([len(x) for x in Xs], 3, config, 2, backend="cpu")) == 2
+    monkeypatch.setitem(_ragged.MIN_SAVING, jax.default_backend(), 3e4)
+    assert len(_ragged.plan([len(x) for x in Xs], 3, config, 2, backend=jax.default_backend())) == 2
     calls = []
     fit_buckets = _ragged.fit_buckets
     monkeypatch.setattr(_ragged, "fit_buckets", lambda *a, **k: calls.append(1) or fit_buckets(*a, **k))
@@ -155,7 +155,7 @@ def test_length_buckets_is_checked_and_leaves_arrays_alone(monkeypatch):
     gmmjax.fit_batch(X, config, key=jax.random.key(0), length_buckets=True)
     gmmjax.fit_batch(Xs, config, key=jax.random.key(0), length_buckets=False)
     gmmjax.fit_batch(Xs, config, key=jax.random.key(0))
-    monkeypatch.setitem(_ragged.MIN_SAVING, "cpu", 2e4)  # buckets would pay, but a bar keeps one call
+    monkeypatch.setitem(_ragged.MIN_SAVING, jax.default_backend(), 2e4)  # buckets would pay, but a bar keeps one call
     pytest.importorskip("tqdm")
     gmmjax.fit_batch(Xs, config, key=jax.random.key(0), progress=True)
     assert calls == []
@@ -173,7 +173,7 @@ def test_batch_estimator_takes_buckets_where_they_pay(monkeypatch):
     with pytest.warns(ConvergenceWarning):
         one = gmmjax.BatchGaussianMixture(**kw).fit(Xs)
     assert calls == []  # the default keeps this small batch in one call
-    monkeypatch.setitem(_ragged.MIN_SAVING, "cpu", 3e4)
+    monkeypatch.setitem(_ragged.MIN_SAVING, jax.default_backend(), 3e4)
     with pytest.warns(ConvergenceWarning):
         bucketed = gmmjax.BatchGaussianMixture(**kw).fit(Xs)
     assert calls == [1]
@@ -184,3 +184,16 @@ def test_batch_estimator_takes_buckets_where_they_pay(monkeypatch):
         np.testing.assert_allclose(getattr(bucketed, name), getattr(one, name), rtol=1e-8, atol=1e-10)
     for a, b in zip(bucketed.predict(Xs), one.predict(Xs)):
         np.testing.assert_array_equal(a, b)
+    # The same datasets as a padded array whose mask has holes (anything in them): the
+    # valid points, in order, are the datasets above, so the fits are the same.
+    rng = np.random.default_rng(1)
+    N = max(len(x) for x in Xs) + 40
+    Xp, mask = np.full((len(Xs), N, 2), 1e6), np.zeros((len(Xs), N), bool)
+    for i, x in enumerate(Xs):
+        where = np.sort(rng.choice(N, size=len(x), replace=False))
+        Xp[i, where], mask[i, where] = x, True
+    with pytest.warns(ConvergenceWarning):
+        masked = gmmjax.BatchGaussianMixture(**kw).fit(Xp, mask=mask)
+    assert calls == [1, 1]
+    np.testing.assert_array_equal(masked.status_, one.status_)
+    np.testing.assert_allclose(masked.means_, one.means_, rtol=1e-8, atol=1e-10)
