@@ -69,10 +69,19 @@ def _per_iteration(t1, t2, m1, m2, notes):
     return t2 / m2
 
 
-def _timed(fn: Callable, repeats: int, budget_s: float):
-    """Runs fn at least once and until `repeats` runs or `budget_s` seconds; (times, last result)."""
+#: Warm runs of a timing go on for at least this many seconds (beyond `repeats` runs):
+#: the median of 3 runs of a 6-80 ms call spans a fraction of a second, and on a shared
+#: machine one slow spell of the host moved W1-cpu's median from 78 to 174 and 357 ms
+#: while scikit-learn, timed over seconds, moved 3.9 -> 4.2 s (benchmarks/RESULTS.md).
+MIN_TIME_S = 1.0
+
+
+def _timed(fn: Callable, repeats: int, budget_s: float, min_time_s: float | None = None):
+    """Runs fn at least once, until `repeats` runs and `min_time_s` seconds (default
+    `MIN_TIME_S`) have passed, or `budget_s` seconds; (times, last result)."""
+    min_time_s = MIN_TIME_S if min_time_s is None else min_time_s
     times, out, start = [], None, time.perf_counter()
-    while len(times) < max(1, repeats):
+    while len(times) < max(1, repeats) or time.perf_counter() - start < min_time_s:
         t = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t)

@@ -4,7 +4,8 @@
                              [--scale F] [--repeats R] [--jobs J] [--dtype float32]
 
 For each workload it generates the data (fixed seed, `benchmarks.workloads`), times
-gmmjax (first call = compile + run, then the median of `--repeats` warm runs), times
+gmmjax (first call = compile + run, then the median of warm runs: at least `--repeats`
+of them and `--min-time` seconds of them), times
 every peer that imports (a peer that does not is skipped with a note), scores every
 system's fitted parameters with one float64 scorer, and writes results.json,
 results.md and speedups.png into the output folder (after every workload, so a run
@@ -51,6 +52,8 @@ def _parser():
     p.add_argument("--only", default=None, help="comma-separated families or names, e.g. W1,W3-cpu")
     p.add_argument("--scale", type=float, default=1.0, help="multiply B (or N for W4) by this")
     p.add_argument("--repeats", type=int, default=None, help="warm runs per timing (default 3; 1 with --quick)")
+    p.add_argument("--min-time", type=float, default=None,
+                   help="seconds of warm runs per gmmjax or gmm-gpu timing, at least (default 1; 0 with --quick)")
     p.add_argument("--jobs", type=int, default=None, help="joblib workers for scikit-learn (default: all cores)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="gmmjax's dtype")
     p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {','.join(SYSTEMS)}")
@@ -141,6 +144,7 @@ def environment(args, argv) -> dict:
         "sklearn_budget_s": args.sklearn_budget,
         "deadline_s": args.deadline,
         "repeats": args.repeats,
+        "min_time_s": args.min_time,
         "seed": args.seed,
         "data_seed": SEED,
         "env": {
@@ -261,6 +265,8 @@ def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     args.repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
+    args.min_time = args.min_time if args.min_time is not None else (0.0 if args.quick else peers.MIN_TIME_S)
+    peers.MIN_TIME_S = args.min_time
     args.jobs = args.jobs if args.jobs is not None else peers.cpu_count()
     gpu = args.suite == "gpu"
     args.sklearn_budget = args.sklearn_budget if args.sklearn_budget is not None else (60.0 if gpu else None)
