@@ -458,7 +458,9 @@ def moments_amplification(covariance_type, means, cov):
 def eigvalsh(c):
     """Ascending eigenvalues of symmetric matrices c (..., D, D), as jnp.linalg.eigvalsh:
     written out for D <= 2, where a batched LAPACK call handles one tiny matrix at a
-    time on a CPU (and its thread pool is best left alone: see `WRITTEN_OUT_MAX_D`)."""
+    time on a CPU; by Jacobi rotations on a CPU up to `WRITTEN_OUT_MAX_D` (LAPACK's
+    batched eigh blocks pool threads: two fits at once in one process hung, see
+    `_jacobi_eigvalsh`); LAPACK / cuSOLVER elsewhere."""
     D = c.shape[-1]
     if D == 1:
         return c[..., 0]
@@ -467,7 +469,94 @@ def eigvalsh(c):
         mid, half = 0.5 * (a + d), 0.5 * (a - d)
         r = jnp.hypot(half, b)  # scaled: no overflow or flush to zero of the squares
         return jnp.stack([mid - r, mid + r], axis=-1)
+    if D <= WRITTEN_OUT_MAX_D:
+        return jax.lax.platform_dependent(c, cpu=_jacobi_eigvalsh, default=jnp.linalg.eigvalsh)
     return jnp.linalg.eigvalsh(c)
+
+
+#: `_jacobi_eigvalsh` runs at most this many sweeps (every off-diagonal pair rotated
+#: once per sweep); it stops as soon as every matrix is diagonal to rounding, which
+#: cyclic Jacobi reaches in a handful of sweeps (it converges quadratically).
+JACOBI_MAX_SWEEPS = 20
+
+
+def _round_robin(n: int) -> np.ndarray:
+    """(n - 1, n) partner tables for even n: in round r index i is paired with
+    table[r, i], every pair once over the rounds (the circle method)."""
+    players = list(range(n))
+    table = np.zeros((n - 1, n), np.int32)
+    for r in range(n - 1):
+        for k in range(n // 2):
+            a, b = players[k], players[n - 1 - k]
+            table[r, a], table[r, b] = b, a
+        players = [players[0], players[-1]] + players[1:-1]
+    return table
+
+
+def _jacobi_eigvalsh(c):
+    """`eigvalsh` by Jacobi rotations, elementwise over all (..., D, D) matrices of the
+    batch at once: no LAPACK call on a CPU. jaxlib's batched LAPACK eigh blocks a thread
+    of the CPU pool while it waits for its own tasks, so two fits running at once in one
+    process (two Python threads) hung the 2-core machine in their collapse checks, for
+    good.
+
+    Each round rotates D/2 disjoint pairs at once (a round-robin order, D - 1 rounds a
+    sweep), each rotation zeroing its pair's off-diagonal entry (Golub & Van Loan's
+    symmetric Schur step); rotations on disjoint pairs commute, so a round is the same
+    as rotating its pairs one after another. An odd D gets a zero row and column, which
+    no rotation touches. The eigenvalues are the diagonal once the off-diagonal part is
+    below rounding. NaN input gives NaN eigenvalues, as LAPACK's.
+    """
+    D = c.shape[-1]
+    n = D + D % 2
+    a0 = 0.5 * (c + jnp.swapaxes(c, -1, -2))
+    # Scaled by a power of two (exact) to largest entries in [0.5, 1): the sums of squares
+    # below neither overflow (float32 entries of 1e20) nor flush to zero (1e-20).
+    big = jnp.max(jnp.abs(a0), axis=(-2, -1))
+    _, e = jnp.frexp(jnp.where((big > 0) & jnp.isfinite(big), big, 1.0))
+    a0 = a0 * jnp.ldexp(jnp.ones_like(big), -e)[..., None, None]
+    if n != D:
+        a0 = jnp.pad(a0, [(0, 0)] * (a0.ndim - 2) + [(0, 1), (0, 1)])
+    partners = jnp.asarray(_round_robin(n))
+    idx = jnp.arange(n)
+    off_diag = ~np.eye(n, dtype=bool)
+    eps = jnp.finfo(c.dtype).eps
+
+    def rotate(r, a):
+        pr = partners[r]  # (n,): index i is rotated with pr[i]
+        p, q = jnp.minimum(idx, pr), jnp.maximum(idx, pr)  # each index's pair, p < q
+        d = jnp.diagonal(a, axis1=-2, axis2=-1)
+        # tau = (a_qq - a_pp) / (2 a_pq) from the upper triangle: the same bits for both
+        # indices of a pair (a J^T A J is symmetric only up to rounding, and a pair whose
+        # two halves disagree on the angle would not be a rotation)
+        a_pq = a[..., p, q]
+        tau = (d[..., q] - d[..., p]) / jnp.where(a_pq == 0, 1.0, 2.0 * a_pq)
+        t = jnp.where(tau >= 0, 1.0, -1.0) / (jnp.abs(tau) + jnp.hypot(1.0, tau))
+        t = jnp.where(a_pq == 0, 0.0, t)
+        first = idx == p
+        cs = 1.0 / jnp.sqrt(1.0 + t * t)
+        sn = jnp.where(first, -1.0, 1.0) * t * cs  # column p: c a_p - s a_q; column q: c a_q + s a_p
+        a = a * cs[..., None, :] + a[..., :, pr] * sn[..., None, :]  # A J
+        return a * cs[..., :, None] + a[..., pr, :] * sn[..., :, None]  # J^T (A J)
+
+    def off(a):
+        return jnp.sum(jnp.where(off_diag, a * a, 0.0), axis=(-2, -1))
+
+    def unfinished(state):
+        # Until every matrix is diagonal to rounding, or no longer gets closer to it
+        # (it stalls at about eps * |A|, after 5 sweeps at D = 8, 7 at D = 32).
+        i, a, before = state
+        now = off(a)
+        going = (now > (eps * eps) * jnp.sum(a * a, axis=(-2, -1))) & (now < before)
+        return (i < JACOBI_MAX_SWEEPS) & jnp.any(going)
+
+    def sweep(state):
+        i, a, _ = state
+        return i + 1, jax.lax.fori_loop(0, n - 1, rotate, a), off(a)
+
+    start = (jnp.asarray(0), a0, jnp.full(a0.shape[:-2], jnp.inf, a0.dtype))
+    _, a, _ = jax.lax.while_loop(unfinished, sweep, start)
+    return jnp.sort(jnp.diagonal(a, axis1=-2, axis2=-1)[..., :D], axis=-1) * jnp.ldexp(jnp.ones_like(big), e)[..., None]
 
 
 class CovarianceType(NamedTuple):

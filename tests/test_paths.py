@@ -181,3 +181,31 @@ def test_written_out_eigenvalues_equal_lapack(D):
         want32 = np.linalg.eigvalsh(C[:20] / scale[:20, None]) * s
         assert np.all(np.isfinite(got32))
         assert np.all(np.abs(got32 - want32) <= 1e-5 * s)
+
+
+@pytest.mark.parametrize("D", [3, 8, 17, 32])
+def test_jacobi_eigenvalues_equal_lapack(D):
+    """The collapse check's eigenvalues on a CPU (Jacobi rotations, no LAPACK; an odd D
+    gets a padding row): random SPD, diagonal, repeated, nearly singular, indefinite
+    matrices in float64 and float32, and NaN in, NaN out."""
+    rng = np.random.default_rng(D)
+    A = rng.normal(size=(12, D, D))
+    S = A @ np.swapaxes(A, 1, 2) / D
+    S[0] = np.diag(np.arange(D, 0, -1.0))
+    S[1] = 3.0 * np.eye(D)
+    S[2] = np.ones((D, D)) + 1e-6 * np.eye(D)  # seven-fold 1e-6 beside D: equal diagonals
+    S[3] = A[3] + A[3].T
+    S[4] = np.diag(10.0 ** rng.uniform(-6, 6, D))
+    S[5] = S[5] * 1e-8
+    S[6, 0, 1] = S[6, 1, 0] = np.nan
+    ok = np.isfinite(S).all(axis=(1, 2))
+    for dtype, tol in ((np.float64, 1e-14), (np.float32, 1e-5)):
+        x = S.astype(dtype)
+        got = np.asarray(jax.jit(_covariance.eigvalsh)(jnp.asarray(x)))
+        if jax.default_backend() == "cpu":
+            np.testing.assert_array_equal(got, np.asarray(_covariance._jacobi_eigvalsh(jnp.asarray(x))))
+        want = np.linalg.eigvalsh(x[ok].astype(np.float64))
+        scale = np.max(np.abs(want), axis=1, keepdims=True)
+        assert np.max(np.abs(got[ok] - want) / scale) < tol
+        assert np.all(np.diff(got[ok], axis=1) >= 0)  # ascending, as eigvalsh
+        assert np.isnan(got[~ok]).all()
