@@ -544,7 +544,7 @@ def _jacobi_eigvalsh(c):
 
     def unfinished(state):
         # Until every matrix is diagonal to rounding, or no longer gets closer to it
-        # (it stalls at about eps * |A|, after 5 sweeps at D = 8, 7 at D = 32).
+        # (it stalls at about eps * |A|: in float32 7 sweeps in all at D = 8, 10 at D = 32).
         i, a, before = state
         now = off(a)
         going = (now > (eps * eps) * jnp.sum(a * a, axis=(-2, -1))) & (now < before)
