@@ -39,7 +39,7 @@ THREADS_SCRIPT = textwrap.dedent(
     cfg = gmmjax.EMConfig(n_components=5, n_init=5, trace=None)
     for p in parts:  # compiled before the threads start
         gmmjax.fit_batch(p, cfg, key=jax.random.key(0)).status.block_until_ready()
-    for i in range(20):
+    for i in range(8):
         out = [None, None]
         def run(j):
             out[j] = np.asarray(gmmjax.fit_batch(parts[j], cfg, key=jax.random.key(i)).log_likelihood)
