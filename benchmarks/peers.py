@@ -76,10 +76,9 @@ def _per_iteration(t1, t2, m1, m2, notes):
 MIN_TIME_S = 1.0
 
 
-def _timed(fn: Callable, repeats: int, budget_s: float, min_time_s: float | None = None):
-    """Runs fn at least once, until `repeats` runs and `min_time_s` seconds (default
-    `MIN_TIME_S`) have passed, or `budget_s` seconds; (times, last result)."""
-    min_time_s = MIN_TIME_S if min_time_s is None else min_time_s
+def _timed(fn: Callable, repeats: int, budget_s: float, min_time_s: float):
+    """Runs fn at least once, until `repeats` runs and `min_time_s` seconds have passed,
+    or `budget_s` seconds; (times, last result)."""
     times, out, start = [], None, time.perf_counter()
     while len(times) < max(1, repeats) or time.perf_counter() - start < min_time_s:
         t = time.perf_counter()
@@ -125,7 +124,9 @@ def torch_device() -> str:
 
 
 # ---------------------------------------------------------------- gmmjax
-def run_gmmjax(w: Workload, X: np.ndarray, *, dtype, repeats: int, seed: int, init=None) -> Run:
+def run_gmmjax(
+    w: Workload, X: np.ndarray, *, dtype, repeats: int, seed: int, init=None, min_time_s: float = MIN_TIME_S
+) -> Run:
     import jax
 
     import gmmjax
@@ -136,13 +137,13 @@ def run_gmmjax(w: Workload, X: np.ndarray, *, dtype, repeats: int, seed: int, in
     )
     key = jax.random.key(seed)
     if w.per_iteration:
-        return _gmmjax_per_iteration(w, X[0], cfg, init, dtype, max(repeats, 5))
+        return _gmmjax_per_iteration(w, X[0], cfg, init, dtype, max(repeats, 5), min_time_s)
     Xd = jax.device_put(X.astype(dtype))
     fn = lambda: jax.block_until_ready(gmmjax.fit_batch(Xd, cfg, key=key))  # noqa: E731
     t = time.perf_counter()
     fn()
     first = time.perf_counter() - t
-    times, res = _timed(fn, repeats, budget_s=max(60.0, 3 * repeats * first))
+    times, res = _timed(fn, repeats, budget_s=max(60.0, 3 * repeats * first), min_time_s=min_time_s)
     n_iter = np.asarray(res.n_iter)
     return Run(
         time_s=statistics.median(times), times_s=times, n_init=w.n_init, first_call_s=first,
@@ -182,7 +183,7 @@ def shared_init(w: Workload, X: np.ndarray, *, dtype, seed: int) -> dict:
     }
 
 
-def _gmmjax_per_iteration(w, X, cfg, init, dtype, repeats) -> Run:
+def _gmmjax_per_iteration(w, X, cfg, init, dtype, repeats, min_time_s) -> Run:
     """Seconds per EM iteration: (t(M2) - t(M1)) / (M2 - M1) from the shared initial parameters."""
     import jax
 
@@ -197,7 +198,7 @@ def _gmmjax_per_iteration(w, X, cfg, init, dtype, repeats) -> Run:
         t = time.perf_counter()
         fn()
         firsts.append(time.perf_counter() - t)
-        times, res = _timed(fn, repeats, budget_s=60.0)
+        times, res = _timed(fn, repeats, budget_s=60.0, min_time_s=min_time_s)
         all_times[str(m)] = times
         medians.append(statistics.median(times))
         results.append(res)
@@ -349,7 +350,7 @@ def _sklearn_per_iteration(w: Workload, X: np.ndarray, init: dict, seed: int) ->
 
 
 # ---------------------------------------------------------------- gmm-gpu
-def run_gmm_gpu(w: Workload, X: np.ndarray, *, repeats: int, seed: int) -> Run:
+def run_gmm_gpu(w: Workload, X: np.ndarray, *, repeats: int, seed: int, min_time_s: float = MIN_TIME_S) -> Run:
     """gmm-gpu 0.2.8: full covariance only, one restart, float32, batched (B, N, D)."""
     import torch
     from gmm_gpu.gmm import GMM
@@ -370,7 +371,7 @@ def run_gmm_gpu(w: Workload, X: np.ndarray, *, repeats: int, seed: int) -> Run:
     t = time.perf_counter()
     fit()  # warm-up: CUDA context, kernels, allocator
     first = time.perf_counter() - t
-    times, g = _timed(fit, repeats, budget_s=max(30.0, 2 * first))
+    times, g = _timed(fit, repeats, budget_s=max(30.0, 2 * first), min_time_s=min_time_s)
     stack = lambda xs: torch.stack(xs, dim=1).detach().cpu().double().numpy()  # noqa: E731
     own = g.score(Xt).double().numpy()
     run = Run(

@@ -179,11 +179,13 @@ def _applies(system: str, w: Workload):
 
 def _run_system(system, w, X, args, init):
     if system == "gmmjax":
-        return peers.run_gmmjax(w, X, dtype=np.dtype(args.dtype), repeats=args.repeats, seed=args.seed, init=init)
+        return peers.run_gmmjax(
+            w, X, dtype=np.dtype(args.dtype), repeats=args.repeats, seed=args.seed, init=init, min_time_s=args.min_time
+        )
     if system == "sklearn":
         return peers.run_sklearn(w, X, n_jobs=args.jobs, seed=args.seed, init=init, budget_s=args.sklearn_budget)
     if system == "gmm-gpu":
-        return peers.run_gmm_gpu(w, X, repeats=args.repeats, seed=args.seed)
+        return peers.run_gmm_gpu(w, X, repeats=args.repeats, seed=args.seed, min_time_s=args.min_time)
     if system == "pomegranate":
         return peers.run_pomegranate(w, X, init=init, budget_s=args.pomegranate_budget)
     raise ValueError(system)
@@ -266,7 +268,6 @@ def main(argv=None) -> dict:
     args = _parser().parse_args(argv)
     args.repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     args.min_time = args.min_time if args.min_time is not None else (0.0 if args.quick else peers.MIN_TIME_S)
-    peers.MIN_TIME_S = args.min_time
     args.jobs = args.jobs if args.jobs is not None else peers.cpu_count()
     gpu = args.suite == "gpu"
     args.sklearn_budget = args.sklearn_budget if args.sklearn_budget is not None else (60.0 if gpu else None)
