@@ -348,10 +348,9 @@ WITH_X = ("full", "diag", "spherical")
 
 
 def moments_width(covariance_type, D):
-    """Numbers per point in `moments`: D (D + 1) / 2 (+ D for full) or 2 D."""
-    if covariance_type in ("full", "tied"):
-        return D * (D + 1) // 2 + (D if covariance_type in WITH_X else 0)
-    return 2 * D
+    """Numbers per point in `moments`: the second moments, then x (`WITH_X`)."""
+    second = D * (D + 1) // 2 if covariance_type in ("full", "tied") else D
+    return second + (D if covariance_type in WITH_X else 0)
 
 
 def moments(covariance_type, X):

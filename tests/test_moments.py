@@ -173,3 +173,11 @@ def test_fit_and_fit_batch_work_inside_jit_and_vmap_on_the_moments_path():
     np.testing.assert_allclose(jitted, eager, rtol=1e-5)
     np.testing.assert_allclose(mapped[1], eager, rtol=1e-5)
     np.testing.assert_allclose(batch[0], gmmjax.fit(X, config, key=jax.random.split(key, 2)[0]).params.means, rtol=1e-5)
+
+
+def test_moments_width_is_the_width_of_the_moments():
+    """The memory estimates (`gmmjax._fit.moments_floats`) read moments_width."""
+    for covariance_type in TYPES:
+        for D in (1, 2, 5, 16):
+            XX = _covariance.moments(covariance_type, jnp.ones((3, D)))
+            assert XX.shape == (3, _covariance.moments_width(covariance_type, D))
