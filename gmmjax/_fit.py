@@ -50,12 +50,18 @@ class _LoopState(NamedTuple):
     failed: jax.Array  # () bool: a non-finite value appeared
     skip: jax.Array  # () bool: the dataset cannot be fitted, no iteration runs
     amp: jax.Array  # () largest `moments_amplification` of the params so far (moments path)
-    trace_ll: jax.Array  # (T,)
+    trace_ll: jax.Array  # (T,), or (0,) without a trace (`_trace_len`)
     trace_params: Optional[GMMParams]  # leaves (T, ...), or None
 
 
 def _write(buf, t, value):
     return jax.lax.dynamic_update_index_in_dim(buf, value, t, axis=0)
+
+
+def _trace_len(config: EMConfig) -> int:
+    """Entries of a lane's log-likelihood trace buffer: none without a trace, so that
+    the loop neither writes nor carries one that nobody reads."""
+    return config.max_iter + 1 if config.trace is not None else 0
 
 
 def _em_start(params0: GMMParams, config: EMConfig, skip) -> _LoopState:
@@ -73,7 +79,7 @@ def _em_start(params0: GMMParams, config: EMConfig, skip) -> _LoopState:
         failed=~is_finite(params0),
         skip=jnp.asarray(skip),
         amp=jnp.asarray(0.0, dtype),
-        trace_ll=jnp.full((T,), TRACE_FILL, dtype),
+        trace_ll=jnp.full((_trace_len(config),), TRACE_FILL, dtype),
         trace_params=trace_params,
     )
 
@@ -127,7 +133,9 @@ def _em_step(X, w, s: _LoopState, config: EMConfig, active, XX=None) -> _LoopSta
         converged=ok & converged,
         failed=~ok,
         amp=_amplification(s, s.params, config, XX),
-        trace_ll=_write(s.trace_ll, s.t, jnp.where(bad_ll, TRACE_FILL, ll).astype(X.dtype)),
+        trace_ll=_write(s.trace_ll, s.t, jnp.where(bad_ll, TRACE_FILL, ll).astype(X.dtype))
+        if config.trace is not None
+        else s.trace_ll,
         trace_params=tp,
     )
 
@@ -158,7 +166,7 @@ def _em_finish(X, w, s: _LoopState, config: EMConfig, active, XX=None):
     risky = jnp.asarray(False) if XX is None else (amp * jnp.finfo(X.dtype).eps > _covariance.MOMENTS_MAX_ERROR) | failed
     ll = jnp.where(jnp.isfinite(ll), ll, -jnp.inf)
     idx = jnp.arange(T)
-    trace_ll = _write(jnp.where(idx < s.t, s.trace_ll, TRACE_FILL), s.t, ll)
+    trace_ll = None if config.trace is None else _write(jnp.where(idx < s.t, s.trace_ll, TRACE_FILL), s.t, ll)
     tp = s.trace_params
     if tp is not None:
         # Entries from n_iter on repeat the final parameters.
