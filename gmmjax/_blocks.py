@@ -29,13 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gmmjax import _validate
+from gmmjax import _threads, _validate
 from gmmjax._fit import (
-    _fit_batch_jit,
-    _lane_work,
     default_chunk_size,
     dataset_floats,
-    default_compaction,
     params_floats,
     trace_floats,
 )
@@ -259,7 +256,8 @@ class Blocks(NamedTuple):
     config: EMConfig
     block: int  # datasets per block
     chunk: int  # datasets per chunk of the engine (vmap width)
-    compact: Optional[tuple]
+    restarts: int  # lanes per dataset
+    jobs: int  # parts of a block run at once (`gmmjax._threads`)
     progress: bool
 
     @property
@@ -278,8 +276,8 @@ class Blocks(NamedTuple):
                 X, w = _validate.batch(*host)  # this block, on the device
                 keys = jax.lax.dynamic_slice_in_dim(self.keys, start, size)
                 init = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, size), self.init)
-                res = _fit_batch_jit(
-                    X, w, keys, init, config=self.config, chunk=self.chunk, compact=self.compact
+                res = _threads.fit(
+                    X, w, keys, init, self.config, jobs=self.jobs, chunk_size=self.chunk, restarts=self.restarts
                 )
                 del X, w, keys, init, host
                 # The next block is read and padded on the host while the device works.
@@ -300,7 +298,7 @@ class Blocks(NamedTuple):
         leaves, treedef = jax.tree_util.tree_flatten(out)
         del out
         for i in range(len(leaves)):
-            leaves[i] = jnp.asarray(leaves[i])
+            leaves[i] = jax.device_put(leaves[i])  # jnp.asarray would compile a program per shape
         return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
@@ -316,7 +314,7 @@ def _pad_rows(a, total: int):
     return jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,) + a.shape[1:])])
 
 
-def plan(Xs, config: EMConfig, *, key, mask, weights, init_params, chunk_size, block_size, progress):
+def plan(Xs, config: EMConfig, *, key, mask, weights, init_params, chunk_size, block_size, progress, n_jobs=None):
     """How `fit_batch` runs a batch: None for one compiled call, or the `Blocks` to run.
 
     Blocks are used when ``block_size`` is given, when ``progress`` is asked for, or when
@@ -373,6 +371,7 @@ def plan(Xs, config: EMConfig, *, key, mask, weights, init_params, chunk_size, b
         config=config,
         block=block,
         chunk=fit_chunk,
-        compact=default_compaction(fit_chunk * restarts, config, lane_work=_lane_work(N, D, config)),
+        restarts=restarts,
+        jobs=_threads.default_jobs(block, N, D, config, restarts, n_jobs),
         progress=bool(progress),
     )

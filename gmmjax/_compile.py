@@ -29,6 +29,7 @@ import os
 import pathlib
 import sys
 import tempfile
+import threading
 
 import jax
 from jax import export
@@ -74,7 +75,9 @@ def traced(tree) -> bool:
     return not all(_validate._concrete(a) for a in jax.tree_util.tree_leaves(tree))
 
 
-_OWN_ATTRIBUTES = frozenset(("_fun", "_module", "_name", "_static_argnames", "_static", "_cpu", "_other", "_programs"))
+_OWN_ATTRIBUTES = frozenset(
+    ("_fun", "_module", "_name", "_static_argnames", "_static", "_cpu", "_other", "_programs", "_lock")
+)
 
 
 def _top_level() -> bool:
@@ -103,6 +106,10 @@ class engine_jit:
         self._cpu = jax.jit(fun, static_argnames=static_argnames, compiler_options=CPU_COMPILER_OPTIONS)
         self._other = jax.jit(fun, static_argnames=static_argnames)
         self._programs = {}  # (folder, digest) -> jitted call of a stored program (None: plain jit)
+        # Parts of a batch call from several threads at once (`gmmjax._threads`): one
+        # stores or loads the program, the others wait for it rather than compile the
+        # plain jit beside it.
+        self._lock = threading.Lock()
         functools.update_wrapper(self, fun)
 
     def _jitted(self):
@@ -115,7 +122,8 @@ class engine_jit:
         store = _store_dir()
         if store is not None and set(kwargs) <= self._static and not jax.config.jax_disable_jit:
             key = (str(store), self._digest_or_none(args, kwargs))
-            call = self._stored(store, key, args, kwargs) if key[1] is not None else None
+            with self._lock:
+                call = self._stored(store, key, args, kwargs) if key[1] is not None else None
             if call is not None:
                 try:
                     return call(*args)

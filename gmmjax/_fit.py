@@ -22,6 +22,8 @@ One lane is one restart of one dataset:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import warnings
 from typing import NamedTuple, Optional
@@ -29,6 +31,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import export
 
 from gmmjax import _validate
 from gmmjax import _covariance, _fused, _ragged
@@ -626,8 +629,33 @@ def _lane_work(N: int, D: int, config: EMConfig) -> int:
     return N * config.n_components * D
 
 
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["key", "first"], meta_fields=["total"])
+@dataclasses.dataclass(frozen=True)
+class KeyRows:
+    """The keys of datasets first, first + 1, ... of a batch of ``total`` datasets fitted
+    with one key: rows of ``split(key, total)``, split inside the compiled call (an
+    eager split compiles a program of its own: 0.2 s). `gmmjax._threads` passes one to
+    each part of a batch; ``first`` is an argument, so all parts share one compilation."""
+
+    key: jax.Array  # one PRNG key
+    first: jax.Array  # () int32
+    total: int
+
+
+try:
+    export.register_pytree_node_serialization(
+        KeyRows, serialized_name="gmmjax.KeyRows",
+        serialize_auxdata=lambda meta: repr(tuple(meta)).encode(),  # (total,)
+        deserialize_auxdata=lambda b: (int(bytes(b).decode().strip("(),")),),
+    )
+except ValueError:  # registered already (this module reloaded)
+    pass
+
+
 def _per_dataset_keys(key, B: int):
-    """(B,) keys: ``key`` itself, or ``split(key, B)`` of a single key."""
+    """(B,) keys: ``key`` itself, ``split(key, B)`` of a single key, or the rows of a `KeyRows`."""
+    if isinstance(key, KeyRows):
+        return jax.lax.dynamic_slice_in_dim(jax.random.split(key.key, key.total), key.first, B)
     return jax.random.split(key, B) if _validate._is_single_key(key) else key
 
 
@@ -759,8 +787,10 @@ def fit_batch(
     block_size: int | None = None,
     progress: bool = False,
     length_buckets: bool | None = None,
+    n_jobs: int | None = None,
 ) -> FitResult:
-    """Fits one Gaussian mixture per dataset, all datasets in one compiled call.
+    """Fits one Gaussian mixture per dataset, all datasets in one compiled call (on a
+    CPU, one call per part of the batch, the parts at once: ``n_jobs``).
 
     Args:
       Xs: a padded (B, N, D) array, a (B, N) array of 1-D datasets, or a list of B
@@ -794,6 +824,12 @@ def fit_batch(
         bar); True: up to 8 groups wherever padding is over 10%, for the fastest warm
         calls (up to 8 compilations in the first; with ``progress``, a bar per group);
         False: never. It changes speed, not results (beyond rounding).
+      n_jobs: on a CPU, the batch runs as up to this many parts at once, each a call of
+        the same compiled program from its own thread (`gmmjax._threads`): XLA keeps
+        about one core busy per call. None (default): as many parts as cores, where
+        each part has enough work to pay for it; -1: one part per core; 1: one call.
+        Off CPU, inside jit or vmap, and above 32 features: one call. It changes speed,
+        not results (beyond rounding).
 
     Returns:
       A `FitResult` whose leaves all have a leading (B,) axis. Dataset i equals
@@ -809,34 +845,32 @@ def fit_batch(
       >>> res.status.shape
       (3,)
     """
-    from gmmjax import _blocks  # the host-side block driver (it imports this module)
+    from gmmjax import _blocks, _threads  # the host-side drivers (they import this module)
 
     _validate.check_config_type(config)
     if length_buckets is not None and not isinstance(length_buckets, (bool, np.bool_)):
         raise ValueError(f"length_buckets must be None, True or False, got {length_buckets!r}.")
+    _threads.check_n_jobs(n_jobs)
     if isinstance(Xs, (list, tuple)) and length_buckets is not False:
-        kwargs = dict(chunk_size=chunk_size, block_size=block_size, progress=progress)
+        kwargs = dict(chunk_size=chunk_size, block_size=block_size, progress=progress, n_jobs=n_jobs)
         res = _fit_ragged(Xs, config, key, mask, weights, init_params, length_buckets, kwargs)
         if res is not None:
             return res
     blocks = _blocks.plan(
         Xs, config, key=key, mask=mask, weights=weights, init_params=init_params,
-        chunk_size=chunk_size, block_size=block_size, progress=progress,
+        chunk_size=chunk_size, block_size=block_size, progress=progress, n_jobs=n_jobs,
     )
     if blocks is not None:
         return blocks.run()
     X, w = _validate.batch(Xs, mask, weights, unit_weights=False)
-    B = X.shape[0]
+    B, N, D = X.shape
     key = _validate.key_for(key, init_params, batch=B, split=False)
-    init = _validate.init_params(init_params, config, X.shape[2], X.dtype, batch=B)
+    init = _validate.init_params(init_params, config, D, X.dtype, batch=B)
     restarts = 1 if init is not None else config.n_init
-    if chunk_size is None:
-        chunk_size = default_chunk_size(B, X.shape[1], X.shape[2], config, X.dtype.itemsize, restarts=restarts)
-    elif not _validate._is_int(chunk_size) or chunk_size < 1:
+    if chunk_size is not None and (not _validate._is_int(chunk_size) or chunk_size < 1):
         raise ValueError(f"chunk_size must be an integer >= 1 (datasets per chunk), got {chunk_size!r}.")
-    chunk = int(min(chunk_size, B))
-    compact = default_compaction(chunk * restarts, config, lane_work=_lane_work(X.shape[1], X.shape[2], config))
-    return _fit_batch_jit(X, w, key, init, config=config, chunk=chunk, compact=compact)
+    jobs = 1 if traced((X, w, key, init)) else _threads.default_jobs(B, N, D, config, restarts, n_jobs)
+    return _threads.fit(X, w, key, init, config, jobs=jobs, chunk_size=chunk_size, restarts=restarts)
 
 
 def _fit_ragged(Xs, config: EMConfig, key, mask, weights, init_params, length_buckets, kwargs):

@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gmmjax._types import EMConfig, FitResult
@@ -118,4 +117,4 @@ def fit_buckets(buckets, arrays, weights, keys, init, fit: Callable[..., FitResu
         parts.append(jax.device_get(fit([arrays[i] for i in idx], sub_weights, keys[idx], sub_init)))
         order.append(idx)
     back = np.argsort(np.concatenate(order))  # row of each dataset in the concatenation
-    return jax.tree_util.tree_map(lambda *leaves: jnp.asarray(np.concatenate(leaves)[back]), *parts)
+    return jax.tree_util.tree_map(lambda *leaves: jax.device_put(np.concatenate(leaves)[back]), *parts)  # no program compiled

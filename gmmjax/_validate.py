@@ -77,7 +77,7 @@ def _as_float_array(x):
             stacklevel=4,
         )
         x = x.astype(np.float32)
-    return jnp.asarray(x)
+    return x if isinstance(x, jax.Array) else jax.device_put(x)  # jnp.asarray compiles a program per shape
 
 
 def _concrete(x):

@@ -166,6 +166,6 @@ def test_bad_weights_raise_before_any_block(rng, monkeypatch):
     def no_fit(*a, **k):
         raise AssertionError("a block ran before the weights were checked")
 
-    monkeypatch.setattr(_blocks, "_fit_batch_jit", no_fit)
+    monkeypatch.setattr(_blocks._threads, "fit", no_fit)
     with pytest.raises(ValueError, match="weights must be finite and >= 0"):
         gmmjax.fit_batch(X, CONFIG, key=jax.random.key(0), mask=mask, weights=weights, block_size=BLOCK)

@@ -76,6 +76,23 @@ def test_a_stored_program_gives_the_same_fit_and_a_new_process_loads_it(cache_di
         np.testing.assert_array_equal(child[f"arr_{i}"], a)
 
 
+def test_parts_of_a_batch_store_one_program_and_load_it(cache_dir):
+    """Parts run at once from threads (gmmjax._threads): one program stored, not one per
+    part, and read back (with its key rows) once the process forgets it."""
+    jax.config.update("jax_compilation_cache_dir", None)
+    plain = _leaves(gmmjax.fit_batch(_data(), CONFIG, key=jax.random.key(1), n_jobs=2))
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+    stored, loaded = _compile.stats["stored"], _compile.stats["loaded"]
+    first = _leaves(gmmjax.fit_batch(_data(), CONFIG, key=jax.random.key(1), n_jobs=2))
+    assert _compile.stats["stored"] == stored + 1 and len(_programs(cache_dir)) == 1
+    _fit_batch_engine._programs.clear()
+    again = _leaves(gmmjax.fit_batch(_data(), CONFIG, key=jax.random.key(1), n_jobs=2))
+    assert _compile.stats["loaded"] == loaded + 1
+    for a, b, c in zip(first, again, plain):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, c)
+
+
 def test_another_setting_shape_or_config_is_another_program(cache_dir):
     gmmjax.fit_batch(_data(), CONFIG, key=jax.random.key(1))
     first = _programs(cache_dir)
