@@ -43,6 +43,10 @@ from gmmjax._types import EMConfig, FitResult
 BUDGET_FRACTION = 0.5
 #: The budget where neither the device nor the operating system reports free memory.
 FALLBACK_BUDGET = 2 << 30
+#: A call needing at most this many bytes (`block_size_for`'s estimate) runs as one call
+#: without asking for the free memory: reading /proc/meminfo took 0.12 ms of W2-cpu's
+#: 5.5 ms call.
+SMALL_CALL_BYTES = 64 << 20
 #: With ``progress=True`` and no ``block_size``: about this many updates of the bar
 #: (blocks are never smaller than one chunk of the engine).
 PROGRESS_UPDATES = 100
@@ -341,8 +345,12 @@ def plan(Xs, config: EMConfig, *, key, mask, weights, init_params, chunk_size, b
         chunk_size = default_chunk_size(B, N, D, config, dtype.itemsize, restarts=restarts)
     chunk = int(min(chunk_size, B))
     per = dataset_bytes(N, D, config, dtype.itemsize, restarts)
+    cpu = jax.default_backend() == "cpu"
+    need = B * (2 * (per.input + per.result) + cpu * per.result) + min(chunk, B) * per.engine
+    if block_size is None and not progress and need <= SMALL_CALL_BYTES:
+        return None
     budget = memory_budget()
-    if jax.default_backend() == "cpu":  # the gathered results take host RAM too
+    if cpu:  # the gathered results take host RAM too
         budget -= B * per.result
     block, fit_chunk = block_size_for(budget, chunk, per)
     if block_size is None and not progress and block >= B:

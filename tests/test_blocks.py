@@ -113,6 +113,8 @@ def test_memory_budget_chooses_blocks(rng, monkeypatch):
     key = jax.random.key(7)
     args = dict(key=key, mask=mask, weights=None, init_params=None, chunk_size=None, block_size=None, progress=False)
     assert _blocks.plan(X, CONFIG, **args) is None  # a small batch fits: one call
+    monkeypatch.setattr(_blocks, "SMALL_CALL_BYTES", 0)  # ask for the free memory whatever the size
+    assert _blocks.plan(X, CONFIG, **args) is None
     per = _blocks.dataset_bytes(N, D, CONFIG, X.dtype.itemsize, CONFIG.n_init)
     budget = BLOCK * (2 * (per.input + per.result) + per.engine)  # room for 3 datasets
     budget += B * per.result if jax.default_backend() == "cpu" else 0  # the gathered results
@@ -120,6 +122,18 @@ def test_memory_budget_chooses_blocks(rng, monkeypatch):
     plan = _blocks.plan(X, CONFIG, **args)
     assert (plan.block, plan.chunk, plan.n_blocks) == (BLOCK, BLOCK, 3)
     _assert_same(gmmjax.fit_batch(X, CONFIG, key=key, mask=mask, block_size=BLOCK), gmmjax.fit_batch(X, CONFIG, key=key, mask=mask))
+
+
+def test_a_small_call_never_asks_for_the_free_memory(rng, monkeypatch):
+    X, mask = _padded(_datasets(rng))
+    args = dict(key=jax.random.key(7), mask=mask, weights=None, init_params=None, chunk_size=None, block_size=None, progress=False)
+    monkeypatch.setattr(_blocks, "memory_budget", lambda device=None: pytest.fail("free memory read"))
+    assert _blocks.plan(X, CONFIG, **args) is None
+    per = _blocks.dataset_bytes(N, D, CONFIG, X.dtype.itemsize, CONFIG.n_init)
+    # ... but a call over SMALL_CALL_BYTES does: here the estimate of 7 datasets is.
+    monkeypatch.setattr(_blocks, "SMALL_CALL_BYTES", B * (2 * (per.input + per.result)) - 1)
+    with pytest.raises(pytest.fail.Exception, match="free memory read"):
+        _blocks.plan(X, CONFIG, **args)
 
 
 def test_block_size_for_a_budget():
