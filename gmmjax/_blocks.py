@@ -346,13 +346,17 @@ def plan(Xs, config: EMConfig, *, key, mask, weights, init_params, chunk_size, b
     chunk = int(min(chunk_size, B))
     per = dataset_bytes(N, D, config, dtype.itemsize, restarts)
     cpu = jax.default_backend() == "cpu"
-    need = B * (2 * (per.input + per.result) + cpu * per.result) + min(chunk, B) * per.engine
+    # Parts run at once (`gmmjax._threads`): each has a chunk's working set live, and on
+    # a CPU the results are gathered on the host (one more copy of them).
+    jobs = _threads.default_jobs(B, N, D, config, restarts, n_jobs)
+    others = (jobs - 1) * chunk * per.engine
+    need = B * (2 * (per.input + per.result) + cpu * per.result) + min(chunk, B) * per.engine + others
     if block_size is None and not progress and need <= SMALL_CALL_BYTES:
         return None
     budget = memory_budget()
-    if cpu:  # the gathered results take host RAM too
-        budget -= B * per.result
-    block, fit_chunk = block_size_for(budget, chunk, per)
+    if cpu:  # the gathered results take host RAM too (twice with parts)
+        budget -= B * per.result * (2 if jobs > 1 else 1)
+    block, fit_chunk = block_size_for(budget - others, chunk, per)
     if block_size is None and not progress and block >= B:
         return None
     if block_size is not None:

@@ -119,6 +119,35 @@ def test_parts_run_at_once(data, monkeypatch):
     assert res.status.shape == (B,)
 
 
+def test_moments_path_with_as_many_parts_as_datasets(rng):
+    """Diagonal covariances in 8-D take the moments path (with its refit of risky fits
+    on the centred path, which a part must do with its own rows of the keys); 3
+    datasets in 3 parts of 1, every iteration's parameters kept."""
+    X = np.concatenate([rng.normal(0, 1, (3, 40, 8)), rng.normal(3, 0.5, (3, 40, 8))], axis=1)
+    cfg = gmmjax.EMConfig(2, covariance_type="diag", n_init=2, max_iter=20, trace="params")
+    key = jax.random.key(9)
+    _assert_close(gmmjax.fit_batch(X, cfg, key=key, n_jobs=1), gmmjax.fit_batch(X, cfg, key=key, n_jobs=3))
+
+
+def test_parts_run_under_the_callers_context_settings():
+    """jax.enable_x64 and the like act on their own thread: the parts' threads must take
+    them over (the tests' process has x64 on globally)."""
+    def call(x):
+        return np.full(x.shape[0], jax.config.jax_enable_x64)
+
+    with jax.enable_x64(False):
+        inside = _threads.gather(_threads.submit(call, 5, 2, (np.zeros(5),)))
+    outside = _threads.gather(_threads.submit(call, 5, 2, (np.zeros(5),)))
+    assert inside.shape == (5,) and not np.asarray(inside).any() and np.asarray(outside).all()
+
+
+def test_cores_within_a_container_quota(monkeypatch):
+    monkeypatch.setattr(_threads, "_cgroup_cpus", lambda: 1)
+    assert _threads.cpu_cores() == 1
+    monkeypatch.setattr(_threads, "_cgroup_cpus", lambda: None)
+    assert _threads.cpu_cores() >= 1
+
+
 def test_inside_jit_one_call(data, monkeypatch):
     """Traced, fit_batch cannot wait for threads: it is one call whatever n_jobs says."""
     monkeypatch.setattr(_threads, "_executor", lambda: pytest.fail("threads started inside jit"))
