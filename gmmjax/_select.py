@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gmmjax import _validate
+from gmmjax import _threads, _validate
 from gmmjax._covariance import COVARIANCE
 from gmmjax._em import e_step
 from gmmjax._compile import engine_jit
@@ -188,6 +188,7 @@ def select_n_components(
     mask=None,
     weights=None,
     batch: Optional[bool] = None,
+    n_jobs: Optional[int] = None,
 ) -> Selection:
     """Fits every number of components in ``ks`` and picks the best by a criterion.
 
@@ -212,6 +213,11 @@ def select_n_components(
       weights: optional sample weights ((N,), or (B, N) / a list for a batch);
         n in BIC is their sum.
       batch: force batch (True) or single-dataset (False) interpretation of Xs.
+      n_jobs: on a CPU, the batch runs in up to this many parts, and the covariance
+        types side by side, each a call from its own thread, as `fit_batch` does
+        (`gmmjax._threads`). None (default): parts where they pay, the types always;
+        -1: one part per core; 1: one call after another. It changes speed, not
+        results (beyond rounding).
 
     Returns:
       A `Selection`. Ties go to the smaller K, then the earlier covariance type.
@@ -229,6 +235,7 @@ def select_n_components(
         raise ValueError("config must be a gmmjax.EMConfig (its n_components is ignored).")
     if criterion not in CRITERIA:
         raise ValueError(f"Unknown criterion {criterion!r}; use 'bic', 'aic' or 'icl'.")
+    _threads.check_n_jobs(n_jobs)
     ks = _check_ks(ks)
     types = _check_types(covariance_types, config)
     is_batch = _is_batch(Xs, mask, batch)
@@ -245,10 +252,26 @@ def select_n_components(
     k_arr = jnp.asarray(ks, jnp.int32)
     c = CRITERIA.index(criterion)
 
+    cfgs = {
+        ct: dataclasses.replace(config, n_components=max(ks), covariance_type=ct, trace=None, keep_restarts=False)
+        for ct in types
+    }
+    jobs = _threads.default_jobs(B, X.shape[1], D, cfgs[types[0]], config.n_init * len(ks), n_jobs)
+    if jobs > 1 or (len(types) > 1 and n_jobs != 1 and _threads.can_split(D)):
+        # On a CPU: the parts of the batch and the covariance types all at once, each
+        # from its own thread (`gmmjax._threads`); the types' compilations overlap too.
+        size = -(-B // jobs)
+        args = (_threads.host_arrays(X), _threads.host_arrays(w), _threads.host_keys(keys, B))
+        pending = {
+            ct: _threads.submit(lambda X, w, k, cfg=cfgs[ct]: _select_jit(X, w, k, k_arr, config=cfg), B, size, args)
+            for ct in types
+        }
+        outs = {ct: _threads.gather(p) for ct, p in pending.items()}
+    else:
+        outs = {ct: _select_jit(X, w, keys, k_arr, config=cfgs[ct]) for ct in types}
     fits, scores = {}, []
     for ct in types:
-        cfg = dataclasses.replace(config, n_components=max(ks), covariance_type=ct, trace=None, keep_restarts=False)
-        res, crit = _select_jit(X, w, keys, k_arr, config=cfg)
+        res, crit = outs[ct]
         fits[ct] = res
         scores.append(np.asarray(crit[..., c]))  # (B, len(ks))
     scores = np.stack(scores, axis=-1)  # (B, len(ks), len(types))

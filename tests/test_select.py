@@ -52,6 +52,42 @@ def test_picks_three_clusters_for_fifty_datasets_in_one_compilation(rng):
     assert again.criterion == "aic" and np.all(np.isfinite(again.scores))
 
 
+def test_parts_and_types_at_once_equal_one_call_after_another(rng):
+    """On a CPU the batch's parts and the covariance types run at once from threads
+    (gmmjax._threads): the same selection as one call after another."""
+    Xs = [three_clusters(rng, n=30) for _ in range(5)]
+    args = dict(config=EMConfig(1, n_init=2), key=jax.random.key(1), covariance_types=("full", "spherical"))
+    one = gmmjax.select_n_components(Xs, range(1, 4), n_jobs=1, **args)
+    many = gmmjax.select_n_components(Xs, range(1, 4), n_jobs=2, **args)
+    np.testing.assert_array_equal(many.n_components, one.n_components)
+    np.testing.assert_array_equal(many.covariance_type, one.covariance_type)
+    np.testing.assert_array_equal(many.status, one.status)
+    np.testing.assert_allclose(many.scores, one.scores, rtol=1e-9)
+    for a, b in zip(jax.tree_util.tree_leaves((many.params, many.fits)), jax.tree_util.tree_leaves((one.params, one.fits))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
+
+
+def test_covariance_types_run_at_once(rng, monkeypatch):
+    """Each type's call waits at a barrier for the other's: one after the other, the
+    first would wait in vain (BrokenBarrierError)."""
+    import threading
+
+    from gmmjax import _select
+
+    barrier = threading.Barrier(2, timeout=120)
+    engine = _select._select_jit
+
+    def meeting(*a, **k):
+        barrier.wait()
+        return engine(*a, **k)
+
+    monkeypatch.setattr(_select, "_select_jit", meeting)
+    Xs = [three_clusters(rng, n=30) for _ in range(5)]  # the programs of the test above: nothing to compile
+    args = dict(config=EMConfig(1, n_init=2), key=jax.random.key(1), covariance_types=("full", "spherical"))
+    sel = gmmjax.select_n_components(Xs, range(1, 4), **args)  # too little work for parts: one each
+    assert sel.scores.shape == (5, 3, 2)
+
+
 def test_scores_equal_sklearn_criteria_for_every_k_and_covariance_type(rng):
     X = three_clusters(rng, n=40)
     before = _select_jit._cache_size()
