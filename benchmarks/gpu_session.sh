@@ -23,9 +23,10 @@ echo "suite exit $?"
 timeout "${AB_S:-110}" python3 -m benchmarks.ab_engine --only W1,W2,W3 --out "$OUT/ab" > "$OUT/ab.log" 2>&1
 echo "ab exit $?"; rm -f "$OUT/ab/ab.md"
 # The fused kernel compiled for this GPU against the XLA loop (skipped without a GPU).
-timeout "${FUSED_S:-60}" python3 -m pytest -q -p no:cacheprovider tests/test_fused.py -k on_a_gpu > "$OUT/fused.log" 2>&1
+# (-o addopts=-ra: pyproject's -n needs pytest-xdist, which the GPU machine may lack.)
+timeout "${FUSED_S:-60}" python3 -m pytest -o addopts=-ra -q -p no:cacheprovider tests/test_fused.py -k on_a_gpu > "$OUT/fused.log" 2>&1
 echo "fused tests exit $?"
-timeout "${TESTS_S:-220}" python3 -m pytest -x -q -p no:cacheprovider tests/test_moments.py tests/test_batch.py \
+timeout "${TESTS_S:-220}" python3 -m pytest -o addopts=-ra -x -q -p no:cacheprovider tests/test_moments.py tests/test_batch.py \
   tests/test_status.py tests/test_paths.py tests/test_compile.py > "$OUT/tests.log" 2>&1
 echo "tests exit $?"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv

@@ -67,6 +67,7 @@ def test_parts_and_types_at_once_equal_one_call_after_another(rng):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the types run at once on a CPU only")
 def test_covariance_types_run_at_once(rng, monkeypatch):
     """Each type's call waits at a barrier for the other's: one after the other, the
     first would wait in vain (BrokenBarrierError)."""

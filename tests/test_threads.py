@@ -100,6 +100,10 @@ def test_parts_of_blocks_with_init_params_equal_one_call(data):
     _assert_close(one, gmmjax.fit_batch(X, cfg, mask=mask, init_params=start, n_jobs=2, block_size=4))
 
 
+CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="a batch runs in parts on a CPU only")
+
+
+@CPU_ONLY
 def test_parts_run_at_once(data, monkeypatch):
     """Each part waits at a barrier for the other: run one after the other, the first
     would wait in vain (BrokenBarrierError after the timeout)."""
