@@ -50,12 +50,11 @@ from gmmjax._types import EMConfig, FitResult
 #: more than they save (see the module docstring).
 MIN_PART_WORK = 250_000
 
-_pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
-_pool_lock = threading.Lock()
-
-
 #: At most this many parts at once, whatever ``n_jobs`` asks.
 MAX_JOBS = 64
+
+_pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+_pool_lock = threading.Lock()
 
 
 def _cgroup_cpus() -> Optional[int]:
@@ -239,10 +238,10 @@ def fit(X, w, key, init, config: EMConfig, *, jobs: int, chunk_size: int | None,
     size = -(-B // jobs)
     chunk = int(min(chunk_size or default_chunk_size(size, N, D, config, X.dtype.itemsize, restarts=restarts), size))
     compact = default_compaction(chunk * restarts, config, lane_work=_lane_work(N, D, config))
-    if jobs == 1:
-        return _fit_batch_jit(X, w, key, init, config=config, chunk=chunk, compact=compact)
 
     def call(X, w, key, init):
         return _fit_batch_jit(X, w, key, init, config=config, chunk=chunk, compact=compact)
 
+    if jobs == 1:
+        return call(X, w, key, init)
     return gather(submit(call, B, size, (host_arrays(X), host_arrays(w), host_keys(key, B), host_arrays(init))))
