@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import os
 import threading
 from typing import NamedTuple, Optional
@@ -57,8 +58,10 @@ _pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
 _pool_lock = threading.Lock()
 
 
+@functools.lru_cache(maxsize=1)
 def _cgroup_cpus() -> Optional[int]:
-    """The CPU quota of this container (cgroup v2 ``cpu.max``), in whole cores, or None."""
+    """The CPU quota of this container (cgroup v2 ``cpu.max``), in whole cores, or None.
+    Read once per process: `default_jobs` runs twice in every `fit_batch` call."""
     try:
         with open("/sys/fs/cgroup/cpu.max") as f:
             quota, period = f.read().split()[:2]
