@@ -793,6 +793,12 @@ class BatchGaussianMixture(_MixtureBase):
     gets a `gmmjax.Status` in ``status_``, and one warning counts all the datasets that
     did not converge cleanly.
 
+    ``n_jobs`` (the one extra parameter): on a CPU, the batch runs as up to this many
+    parts at once, as `gmmjax.fit_batch`'s ``n_jobs`` (None: as many parts as cores where
+    each has enough work; -1: one per core; 1: one call). It changes speed, not results
+    (beyond rounding). With only some of weights_init, means_init and precisions_init
+    given, the batch runs as one call.
+
     Attributes (B = number of datasets):
       weights_ (B, K), means_ (B, K, D), covariances_ (B, ...), precisions_,
       precisions_cholesky_: as GaussianMixture's with a leading dataset axis (NaN for
@@ -821,6 +827,40 @@ class BatchGaussianMixture(_MixtureBase):
     """
 
     _FITTED = _MixtureBase._FITTED + ("n_samples_",)
+
+    _parameter_constraints: dict = {
+        **_MixtureBase._parameter_constraints,
+        "n_jobs": [Interval(numbers.Integral, -1, None, closed="left"), None],
+    }
+
+    # scikit-learn reads the hyperparameters from the signature: they are all listed.
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+        dtype=None,
+        n_jobs=None,
+    ):
+        super().__init__(
+            n_components, covariance_type=covariance_type, tol=tol, reg_covar=reg_covar, max_iter=max_iter,
+            n_init=n_init, init_params=init_params, weights_init=weights_init, means_init=means_init,
+            precisions_init=precisions_init, random_state=random_state, warm_start=warm_start, verbose=verbose,
+            verbose_interval=verbose_interval, dtype=dtype,
+        )
+        self.n_jobs = n_jobs
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, Xs, y=None, *, mask=None, lengths=None):
@@ -853,12 +893,12 @@ class BatchGaussianMixture(_MixtureBase):
                         for a, s in zip(inits, ((self.n_components,), want, self._cov_shape(D)))
                     )
                 if all(a is not None for a in inits):
-                    res = _fit_batch_padded(Xp, w, config, init_params=GMMParams(*inits))
+                    res = _fit_batch_padded(Xp, w, config, init_params=GMMParams(*inits), n_jobs=self.n_jobs)
                 elif any(a is not None for a in inits):
                     keys = jax.random.split(key, B)
                     res = _fit_partial_batch_jit(jnp.asarray(Xp), jnp.asarray(w), keys, inits, config=config)
                 else:
-                    res = _fit_batch_padded(Xp, w, config, key=key)
+                    res = _fit_batch_padded(Xp, w, config, key=key, n_jobs=self.n_jobs)
             else:
                 if self.means_.shape != (B, self.n_components, D) or self.means_.dtype != dtype:
                     raise ValueError(
@@ -868,7 +908,7 @@ class BatchGaussianMixture(_MixtureBase):
                         "Set warm_start=False to start afresh."
                     )
                 config = self._config(1)
-                res = _fit_batch_padded(Xp, w, config, init_params=self._fitted_params())
+                res = _fit_batch_padded(Xp, w, config, init_params=self._fitted_params(), n_jobs=self.n_jobs)
             res = jax.device_get(res)
         self._set_result(res, dtype, valid.sum(axis=1))
         self.n_features_in_ = D
@@ -1002,6 +1042,7 @@ class BatchGaussianMixture(_MixtureBase):
         its random_state is dataset i's key)."""
         check_is_fitted(self)
         params = self.get_params(deep=False)
+        params.pop("n_jobs")  # one dataset: nothing to split
         key = getattr(self, "_fit_key_", None)
         key = _key(self.random_state) if key is None else key
         params["random_state"] = jax.random.split(key, self.n_datasets_)[i]

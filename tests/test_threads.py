@@ -11,6 +11,7 @@ import threading
 import jax
 import numpy as np
 import pytest
+import sklearn.base
 
 import gmmjax
 from gmmjax import _covariance, _threads
@@ -168,3 +169,24 @@ def test_an_error_in_a_part_reaches_the_caller(data, monkeypatch):
     monkeypatch.setattr(_threads, "_fit_batch_jit", broken)
     with pytest.raises(RuntimeError, match="part failed"):
         gmmjax.fit_batch(data[0], CONFIG, key=jax.random.key(0), n_jobs=2)
+
+
+@CPU_ONLY
+def test_batch_estimator_passes_n_jobs_and_keeps_its_results(data, monkeypatch):
+    """BatchGaussianMixture(n_jobs=k) asks fit_batch for k parts (a spy on the parts'
+    driver), fits as one call does, keeps n_jobs through clone and save/load, and
+    leaves it out of a dataset's single GaussianMixture."""
+    X, mask = data
+    seen = []
+    real = _threads.fit
+    monkeypatch.setattr(_threads, "fit", lambda *a, **k: seen.append(k["jobs"]) or real(*a, **k))
+    kw = dict(n_components=2, n_init=2, max_iter=30, random_state=0)
+    one = gmmjax.BatchGaussianMixture(**kw, n_jobs=1).fit(X, mask=mask)
+    two = gmmjax.BatchGaussianMixture(**kw, n_jobs=2).fit(X, mask=mask)
+    assert seen == [1, 2]
+    np.testing.assert_allclose(two.means_, one.means_, rtol=1e-9, atol=1e-10)
+    np.testing.assert_array_equal(two.status_, one.status_)
+    assert sklearn.base.clone(two).n_jobs == 2
+    assert "n_jobs" not in two.get_estimator(3).get_params()
+    with pytest.raises(ValueError, match="n_jobs"):
+        gmmjax.BatchGaussianMixture(n_jobs=0).fit(X, mask=mask)
