@@ -753,7 +753,7 @@ def fit(X, config: EMConfig, *, key=None, weights=None, init_params: GMMParams |
 
     Example:
       >>> import jax, numpy as np, gmmjax
-      >>> X = np.random.default_rng(0).normal(size=(500, 2))
+      >>> X = np.random.default_rng(0).normal(size=(500, 2)).astype(np.float32)
       >>> res = gmmjax.fit(X, gmmjax.EMConfig(n_components=2, n_init=4), key=jax.random.key(0))
       >>> res.params.means.shape
       (2, 2)
@@ -840,7 +840,7 @@ def fit_batch(
     Example:
       >>> import jax, numpy as np, gmmjax
       >>> rng = np.random.default_rng(0)
-      >>> Xs = [rng.normal(size=(n, 1)) for n in (50, 80, 120)]
+      >>> Xs = [rng.normal(size=(n, 1)).astype(np.float32) for n in (50, 80, 120)]
       >>> res = gmmjax.fit_batch(Xs, gmmjax.EMConfig(n_components=2), key=jax.random.key(0))
       >>> res.status.shape
       (3,)

@@ -225,7 +225,7 @@ def select_n_components(
     Example:
       >>> import jax, numpy as np, gmmjax
       >>> rng = np.random.default_rng(0)
-      >>> X = np.concatenate([rng.normal(m, 0.3, size=(100, 2)) for m in (-3, 0, 3)])
+      >>> X = np.concatenate([rng.normal(m, 0.3, size=(100, 2)) for m in (-3, 0, 3)]).astype(np.float32)
       >>> sel = gmmjax.select_n_components(X, range(1, 6), key=jax.random.key(0))
       >>> int(sel.n_components), sel.scores.shape
       (3, (5, 1))
