@@ -445,15 +445,16 @@ class _MixtureBase(DensityMixin, BaseEstimator):
 
 # ---------------------------------------------------------------- one dataset
 
-def _draw(est, n_samples):
-    """``sample`` of either estimator: drawn with JAX from a key derived from
-    random_state, then grouped by component along the sample axis (as scikit-learn)."""
+def _draw(est, n_samples, params=None):
+    """``sample`` of either estimator (of ``params``, default its fitted ones): drawn
+    with JAX from a key derived from random_state, then grouped by component along the
+    sample axis (as scikit-learn)."""
     check_is_fitted(est)
     if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
         raise ValueError(f"Invalid value for 'n_samples': {n_samples} . The sampling requires at least one sample.")
     with _precision(est.means_.dtype):
         key = jax.random.fold_in(_key(est.random_state), 1)
-        params = GMMParams(*(jnp.asarray(a) for a in est._fitted_params()))
+        params = GMMParams(*(jnp.asarray(a) for a in (est._fitted_params() if params is None else params)))
         X, y = jax.device_get(_sample(key, params, int(n_samples), covariance_type=est.covariance_type))
     order = np.argsort(np.asarray(y), axis=-1, kind="stable")
     X = np.take_along_axis(np.asarray(X), order[..., None], axis=-2)
@@ -908,7 +909,7 @@ class BatchGaussianMixture(_MixtureBase):
                         "Set warm_start=False to start afresh."
                     )
                 config = self._config(1)
-                res = _fit_batch_padded(Xp, w, config, init_params=self._fitted_params(), n_jobs=self.n_jobs)
+                res = _fit_batch_padded(Xp, w, config, init_params=self._model_params()[0], n_jobs=self.n_jobs)
             res = jax.device_get(res)
         self._set_result(res, dtype, valid.sum(axis=1))
         self.n_features_in_ = D
@@ -923,7 +924,7 @@ class BatchGaussianMixture(_MixtureBase):
         return {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}[self.covariance_type]
 
     def _set_result(self, res, dtype, n_samples):
-        status = np.asarray(res.status, np.int32)
+        status = np.array(res.status, np.int32)  # a copy: raised below where unusable
         B = status.shape[0]
         p = res.params
         cov = np.asarray(p.covariances, dtype)
@@ -976,16 +977,40 @@ class BatchGaussianMixture(_MixtureBase):
         B, N, D = X.shape
         if B != self.n_datasets_:
             raise ValueError(f"got {B} datasets, but BatchGaussianMixture was fitted on {self.n_datasets_}.")
+        bad = valid & ~np.isfinite(X).all(axis=-1)
+        if bad.any():
+            raise ValueError(
+                f"Xs contains NaN or infinity in datasets {np.flatnonzero(bad.any(axis=1))[:10].tolist()}: "
+                "remove those points, or leave them out with mask= (for a padded array)."
+            )
         dtype = self.means_.dtype
         Xp = np.zeros((B, _bucket(N), D), dtype)
         Xp[:, :N] = np.where(valid[..., None], X, 0.0)
+        params, has_model = self._model_params()
         with _precision(dtype):
-            params = GMMParams(*(jnp.asarray(a) for a in self._fitted_params()))
+            params = GMMParams(*(jnp.asarray(a) for a in params))
             norm = np.asarray(_log_prob(params, Xp, covariance_type=self.covariance_type))[:, :N]
             resp = np.asarray(_predict_proba(params, Xp, covariance_type=self.covariance_type))[:, :N]
-        fitted = ~np.isin(self.status_, (Status.TOO_FEW_POINTS, Status.NONFINITE_INPUT))
-        usable = valid & fitted[:, None]
+        usable = valid & has_model[:, None]
         return resp, norm, usable, lens
+
+    def _model_params(self):
+        """(GMMParams of NumPy arrays, has_model (B,) bool): the fitted parameters, where
+        a dataset has no usable model (not fitted: TOO_FEW_POINTS, NONFINITE_INPUT; or
+        covariances with no Cholesky factor, NaN precisions) a stand-in (equal weights,
+        zero means, unit covariances) so that one such dataset never fails a call on
+        the whole batch. Its values are masked out of every result."""
+        B, K = self.weights_.shape
+        D = self.means_.shape[-1]
+        fitted = ~np.isin(self.status_, (Status.TOO_FEW_POINTS, Status.NONFINITE_INPUT))
+        has_model = fitted & np.isfinite(self.precisions_cholesky_.reshape(B, -1)).all(axis=1)
+        unit = {"full": np.eye(D)[None].repeat(K, 0), "tied": np.eye(D), "diag": np.ones((K, D)), "spherical": np.ones(K)}
+        stand_in = (np.full(K, 1.0 / K), np.zeros((K, D)), unit[self.covariance_type])
+        params = [
+            np.where(has_model.reshape((B,) + (1,) * s.ndim), a, s.astype(a.dtype))
+            for a, s in zip(self._fitted_params(), stand_in)
+        ]
+        return GMMParams(*params), has_model
 
     @staticmethod
     def _out(values, usable, fill, lens):
@@ -1033,8 +1058,12 @@ class BatchGaussianMixture(_MixtureBase):
 
     def sample(self, n_samples=1):
         """(X (B, n_samples, D), y (B, n_samples)): draws from every dataset's model,
-        grouped by component within each dataset."""
-        return _draw(self, n_samples)
+        grouped by component within each dataset (NaN and -1 for a dataset with no model)."""
+        check_is_fitted(self)
+        params, has_model = self._model_params()
+        X, y = _draw(self, n_samples, params)
+        X[~has_model], y[~has_model] = np.nan, -1
+        return X, y
 
     # -- one dataset at a time
     def get_estimator(self, i: int) -> GaussianMixture:

@@ -260,6 +260,46 @@ def test_batch_bad_datasets_get_statuses_and_one_warning(rng):
     assert np.all(labels[1] == -1) and np.all(np.isnan(bgm.score(Xs)[[1, 3]]))
 
 
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_batch_dataset_without_a_model_fails_nothing_else(rng, covariance_type):
+    """A constant dataset with reg_covar=0 has covariances with no Cholesky factor:
+    it gets NUMERICAL_FAILURE, and every call on the batch (predict, score, bic,
+    sample, a warm start) still answers for the others, NaN / -1 for it."""
+    good, _ = _datasets(rng)
+    Xs = [good[0], np.ones((20, 2)), good[1]]
+    with pytest.warns(ConvergenceWarning):
+        bgm = BatchGaussianMixture(2, covariance_type=covariance_type, reg_covar=0.0, random_state=0).fit(Xs)
+    assert Status(bgm.status_[1]) == Status.NUMERICAL_FAILURE and np.isnan(bgm.precisions_cholesky_[1]).all()
+    assert list(bgm.status_[[0, 2]]) == [Status.CONVERGED] * 2
+    labels, score, bic = bgm.predict(Xs), bgm.score(Xs), bgm.bic(Xs)
+    assert np.all(labels[1] == -1) and np.isnan(score[1]) and np.isnan(bic[1])
+    for i in (0, 2):
+        gm = bgm.get_estimator(i)
+        np.testing.assert_array_equal(labels[i], gm.predict(Xs[i]))
+        np.testing.assert_allclose(score[i], gm.score(Xs[i]), rtol=1e-9)
+    X, y = bgm.sample(4)
+    assert np.isnan(X[1]).all() and np.all(y[1] == -1) and np.isfinite(X[[0, 2]]).all()
+    with pytest.warns(ConvergenceWarning):
+        bgm.set_params(warm_start=True).fit(Xs)
+    assert Status(bgm.status_[1]) == Status.NUMERICAL_FAILURE
+
+
+def test_batch_prediction_data_with_nan_raises(rng):
+    good, _ = _datasets(rng)
+    bgm = BatchGaussianMixture(2, random_state=0).fit(good)
+    bad = [x.copy() for x in good]
+    bad[2][3, 0] = np.inf
+    for method in (bgm.predict, bgm.score, bgm.score_samples, bgm.bic):
+        with pytest.raises(ValueError, match=r"NaN or infinity in datasets \[2\]"):
+            method(bad)
+    n = max(len(x) for x in bad)
+    padded, mask = np.zeros((3, n, 2)), np.zeros((3, n), bool)
+    for i, x in enumerate(bad):
+        padded[i, : len(x)], mask[i, : len(x)] = x, np.isfinite(x).all(axis=1)
+    padded[~mask] = np.nan  # masked points may be anything
+    assert bgm.predict(padded, mask=mask)[2, 3] == -1
+
 def test_batch_padded_array_with_lengths_or_mask_equals_list(rng):
     good, _ = _datasets(rng)
     lengths = [len(x) for x in good]
