@@ -214,6 +214,11 @@ def _prepare(X, w, config: EMConfig, n_active) -> _Prepared:
     EM runs on data centred by their weighted mean (an exact shift: the likelihood and
     covariances do not change). Sums of data far from the origin (values near 1000
     with spread 0.01, say) then keep their digits in float32, on GPUs too.
+
+    The weights are scaled to a mean of 1 over the valid points (unit weights stay
+    exactly 1): the fit then does not depend on their overall scale, which the M-step's
+    guard against empty components (10 eps added to every component's mass, as
+    scikit-learn) would otherwise make it do (weights of 1e-12 gave another fit).
     """
     K = config.n_components
     n_active = jnp.asarray(K if n_active is None else n_active)
@@ -226,9 +231,10 @@ def _prepare(X, w, config: EMConfig, n_active) -> _Prepared:
     wk = jnp.where(keep, w, 0.0)
     total = jnp.sum(wk)
     shift = jnp.where(total > 0, (wk @ X) / jnp.where(total > 0, total, 1.0), 0.0)
+    mean_w = jnp.where(total > 0, total / jnp.maximum(jnp.sum(keep), 1).astype(total.dtype), 1.0)
     return _Prepared(
         X=jnp.where(keep[:, None], X - shift, 0.0),
-        w=jnp.where(keep, w, 0.0),
+        w=jnp.where(keep, w / mean_w, 0.0),
         skip=nonfinite | too_few,
         bad_status=jnp.where(nonfinite, Status.NONFINITE_INPUT, Status.TOO_FEW_POINTS).astype(jnp.int32),
         active=jnp.arange(K) < n_active,

@@ -204,7 +204,7 @@ def batch(Xs, mask, weights, unit_weights=True):
         raise ValueError("Xs holds 0 datasets: pass at least one.")
     if D == 0:
         raise ValueError("Xs has 0 features: pass data of shape (B, N, n_features >= 1).")
-    if weights is None and mask is None and not unit_weights:
+    if weights is None and mask is None and not unit_weights and N > 0:
         return X, None
     w = jnp.ones((B, N), X.dtype) if weights is None else _check_weights(weights, (B, N))
     if mask is not None:
@@ -212,6 +212,9 @@ def batch(Xs, mask, weights, unit_weights=True):
         if mask.shape != (B, N):
             raise ValueError(f"mask must have shape (B, N) = {(B, N)} to match Xs, got {mask.shape}.")
         w = jnp.where(jnp.asarray(mask, bool), w, 0.0)
+    if N == 0:  # no points at all: one padded point of weight 0, so every dataset gets
+        # TOO_FEW_POINTS, as a list of empty datasets does
+        return jnp.zeros((B, 1, D), X.dtype), jnp.zeros((B, 1), X.dtype)
     return X, w.astype(X.dtype)
 
 

@@ -51,6 +51,22 @@ def test_integer_weights_equal_repeated_points(rng):
     np.testing.assert_allclose(float(weighted.log_likelihood), float(repeated.log_likelihood), rtol=1e-10)
 
 
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_the_scale_of_the_weights_does_not_matter(rng, covariance_type):
+    """Weights c * w fit as w for any c > 0 (10 eps added to each component's mass, as
+    scikit-learn, once made weights of 1e-12 a different fit with a CONVERGED status)."""
+    X = blobs(rng, n=(40, 30), D=2)
+    w = rng.uniform(0.5, 2.0, len(X))
+    config = gmmjax.EMConfig(2, covariance_type=covariance_type)
+    ref = gmmjax.fit(X, config, key=jax.random.key(0), weights=w)
+    for c in (1e-30, 1e-12, 1e6, 1e30):
+        res = gmmjax.fit(X, config, key=jax.random.key(0), weights=w * c)
+        assert int(res.status) == int(ref.status) and int(res.n_iter) == int(ref.n_iter)
+        np.testing.assert_allclose(float(res.log_likelihood), float(ref.log_likelihood), rtol=1e-10)
+        for a, b in zip(jax.tree_util.tree_leaves(res.params), jax.tree_util.tree_leaves(ref.params)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-8, atol=1e-12)
+
 def test_trace_params_follow_the_iterations(rng):
     X = blobs(rng, n=(50, 50), D=1)
     res = gmmjax.fit(X, gmmjax.EMConfig(2, trace="params", max_iter=30, tol=1e-6), key=jax.random.key(0))

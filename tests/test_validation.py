@@ -48,6 +48,15 @@ def test_empty_dataset_in_fit():
         gmmjax.fit(np.zeros((0, 2)), gmmjax.EMConfig(2), key=KEY)
 
 
+
+@pytest.mark.parametrize("shape", [(3, 0, 2), (3, 0)])
+def test_padded_batch_of_zero_points_gets_too_few_points(shape):
+    res = gmmjax.fit_batch(np.zeros(shape, np.float32), gmmjax.EMConfig(2), key=KEY)
+    assert gmmjax.status_counts(res.status) == {"TOO_FEW_POINTS": 3}
+    if len(shape) == 3:  # (3, 0) is one dataset of 0 features for select_n_components
+        sel = gmmjax.select_n_components(np.zeros(shape, np.float32), [1, 2], key=KEY)
+        assert np.all(np.isinf(sel.scores))
+
 def test_mask_shape_must_match():
     with pytest.raises(ValueError, match=r"mask must have shape \(B, N\) = \(2, 30\)"):
         gmmjax.fit_batch(np.stack([X, X]), gmmjax.EMConfig(2), key=KEY, mask=np.ones((2, 29), bool))
