@@ -149,7 +149,11 @@ def is_degenerate(params: GMMParams, covariance_type: str, reg_covar: float, act
 
     A component counts as collapsed when the data contribute no more than reg_covar
     (plus rounding) to its smallest eigenvalue: constant data, a component sitting on
-    one point or on a line, an empty component.
+    one point or on a line, an empty component. Rounding is judged against the
+    component's own largest eigenvalue and against its mean (``params`` in the centred
+    frame of `gmmjax._fit._prepare`): the points of a component on one point differ from
+    its mean by a few units of its last digit, so with reg_covar=0 a diagonal variance
+    of ~(eps |mu|)^2 is all that is left (it once passed as CONVERGED).
     """
     eig = COVARIANCE[covariance_type].eigenvalues(params.covariances)
     eps = jnp.finfo(eig.dtype).eps
@@ -157,7 +161,10 @@ def is_degenerate(params: GMMParams, covariance_type: str, reg_covar: float, act
         lam_min = lam_max = eig
     else:  # full, diag: (K, D); tied: (D,), shared by all components
         lam_min, lam_max = jnp.min(eig, axis=-1), jnp.max(eig, axis=-1)
-    collapsed = lam_min <= 2 * reg_covar + 16 * eps * lam_max
+    mu2 = jnp.max(params.means * params.means, axis=-1)  # (K,)
+    if covariance_type == "tied":
+        mu2 = jnp.max(jnp.where(active, mu2, 0.0))
+    collapsed = lam_min <= 2 * reg_covar + 16 * eps * lam_max + 256 * eps * eps * mu2
     if covariance_type != "tied":
         collapsed = collapsed & active
     return jnp.any(collapsed)

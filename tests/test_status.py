@@ -72,6 +72,24 @@ def test_collapsed_component_is_degenerate(rng):
     assert _all_finite(res)
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_component_on_one_point_without_reg_covar_is_degenerate(rng, covariance_type, dtype):
+    """With reg_covar=0 a component on one point keeps a variance of rounding alone
+    (~1e-13 in float32), which once passed as CONVERGED; a narrow but real component
+    (spread 0.01 at 1000, beside a cloud at 0) stays CONVERGED."""
+    X = rng.normal(size=(100, 2)).astype(dtype)
+    config = gmmjax.EMConfig(2, covariance_type=covariance_type, reg_covar=0.0)
+    with jax.enable_x64(dtype == np.float64):
+        assert int(gmmjax.fit(X[:2], config, key=jax.random.key(0)).status) == Status.DEGENERATE
+        one_point = np.concatenate([X, np.repeat(X[:1] + 5, 10, axis=0)])
+        # (a variance of exactly 0 on the way fails the E-step instead: NUMERICAL_FAILURE)
+        assert int(gmmjax.fit(one_point, config, key=jax.random.key(0)).status) in (
+            Status.DEGENERATE, Status.NUMERICAL_FAILURE)
+        narrow = np.concatenate([X, (X * 0.01 + 1000).astype(dtype)])
+        assert int(gmmjax.fit(narrow, config, key=jax.random.key(0)).status) == Status.CONVERGED
+
 def test_numerical_failure_keeps_last_finite_params():
     # reg_covar = 0 on constant data: the first covariance is singular.
     X = np.full((20, 2), 1.0)
