@@ -3,6 +3,10 @@
 Each works on one mixture (weights (K,), X (N, D) or (N,)) or on a batch of them
 (weights (B, K), X (B, N, D) or (B, N)): a leading batch axis on the parameters is
 detected from ``weights.ndim`` and mapped with vmap.
+
+Called outside jit, they check their input: parameters as `gmmjax._validate.params`,
+and X must be finite (a ValueError, as scikit-learn's, rather than NaN or a label 0 for
+a NaN point). Under jit the values cannot be checked: non-finite input gives NaN.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from jax.scipy.special import logsumexp
 
 from gmmjax._em import highest_precision, weighted_log_prob
 from gmmjax._types import GMMParams
-from gmmjax._validate import _is_int, check_covariance_type
+from gmmjax._validate import _is_int, check_covariance_type, check_finite_points
 from gmmjax._validate import params as _validate_params
 
 
@@ -25,6 +29,8 @@ def _prepare(params, X, covariance_type):
     # The parameters' dtype decides the precision; the data follow it (no warning:
     # float64 parameters need 64-bit mode, float32 ones compute in float32 by choice).
     X = X if isinstance(X, jax.Array) else np.asarray(X)
+    if X.dtype.kind in "fc":  # before the copy to the device: a NumPy check is cheap
+        check_finite_points(X)
     X = jnp.asarray(X, params.means.dtype if jnp.issubdtype(params.means.dtype, jnp.floating) else None)
     batched = params.weights.ndim == 2
     want = 3 if batched else 2
@@ -37,6 +43,8 @@ def _prepare(params, X, covariance_type):
         )
     if X.shape[-1] != params.means.shape[-1]:
         raise ValueError(f"X has {X.shape[-1]} features but the means have {params.means.shape[-1]}.")
+    if batched and X.shape[0] != params.weights.shape[0]:
+        raise ValueError(f"X holds {X.shape[0]} datasets but the params {params.weights.shape[0]} (weights {params.weights.shape}).")
     return params, X, batched
 
 

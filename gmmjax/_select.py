@@ -330,16 +330,20 @@ def select_n_components(
 
 
 # ---------------------------------------------------------------- plain criteria
-def _data_and_weights(params: GMMParams, X, mask):
-    """(params, X, w, batched): X (N, D) or (B, N, D) and weights (0 where masked)."""
-    params = GMMParams(*(jnp.asarray(a) for a in params))
+def _data_and_weights(params: GMMParams, X, mask, covariance_type):
+    """(params, X, w, batched): params checked (`gmmjax._validate.params`), X (N, D) or
+    (B, N, D) and weights (0 where masked); a non-finite unmasked point raises."""
+    params = _validate.params(params, covariance_type)
     batched = params.weights.ndim == 2
     if batched:
         X, w = _validate.batch(X, mask, None)
+        if X.shape[0] != params.weights.shape[0]:
+            raise ValueError(f"X holds {X.shape[0]} datasets but the params {params.weights.shape[0]}.")
     else:
         if mask is not None:
             raise ValueError("mask is only for batched params (weights of shape (B, K)).")
         X, w = _validate.one_dataset(X, None)
+    _validate.check_finite_points(X, w)
     return params, X, w, batched
 
 
@@ -358,7 +362,7 @@ def _criteria_of_params(params, X, w, covariance_type, batched):
 
 def _criterion(name, params, X, covariance_type, mask):
     check_covariance_type(covariance_type)
-    params, X, w, batched = _data_and_weights(params, X, mask)
+    params, X, w, batched = _data_and_weights(params, X, mask, covariance_type)
     if X.shape[-1] != params.means.shape[-1]:
         raise ValueError(f"X has {X.shape[-1]} features but the means have {params.means.shape[-1]}.")
     X, w = X.astype(params.means.dtype), w.astype(params.means.dtype)

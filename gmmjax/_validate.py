@@ -84,6 +84,18 @@ def _concrete(x):
     return not isinstance(x, jax.core.Tracer)
 
 
+def check_finite_points(X, w=None) -> None:
+    """ValueError where a point of X (..., N, D) with weight w > 0 (every point without
+    w) holds NaN or infinity; nothing for traced values, which cannot be checked."""
+    if not (_concrete(X) and (w is None or _concrete(w))):
+        return
+    finite = jnp.all(jnp.isfinite(X), axis=-1) if isinstance(X, jax.Array) else np.all(np.isfinite(X), axis=-1)
+    if w is not None:
+        finite = finite | (w <= 0)
+    if not bool(np.all(finite) if isinstance(finite, np.ndarray) else jnp.all(finite)):
+        raise ValueError("X contains NaN or infinity: remove those points (or, for a padded batch, mask them).")
+
+
 def _check_weights(w, shape):
     # Weights take the data's dtype later; their own float64 is no precision loss to report.
     w = w if isinstance(w, jax.Array) else np.asarray(w, np.float32 if not jax.config.jax_enable_x64 else None)

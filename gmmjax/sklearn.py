@@ -977,21 +977,23 @@ class BatchGaussianMixture(_MixtureBase):
         B, N, D = X.shape
         if B != self.n_datasets_:
             raise ValueError(f"got {B} datasets, but BatchGaussianMixture was fitted on {self.n_datasets_}.")
-        bad = valid & ~np.isfinite(X).all(axis=-1)
+        params, has_model = self._model_params()
+        # NaN or inf points of a dataset with a model: an error, as scikit-learn's; a
+        # dataset with no model (NONFINITE_INPUT, say) answers NaN / -1 anyway.
+        bad = valid & has_model[:, None] & ~np.isfinite(X).all(axis=-1)
         if bad.any():
             raise ValueError(
                 f"Xs contains NaN or infinity in datasets {np.flatnonzero(bad.any(axis=1))[:10].tolist()}: "
                 "remove those points, or leave them out with mask= (for a padded array)."
             )
+        usable = valid & has_model[:, None]
         dtype = self.means_.dtype
         Xp = np.zeros((B, _bucket(N), D), dtype)
-        Xp[:, :N] = np.where(valid[..., None], X, 0.0)
-        params, has_model = self._model_params()
+        Xp[:, :N] = np.where(usable[..., None], X, 0.0)
         with _precision(dtype):
             params = GMMParams(*(jnp.asarray(a) for a in params))
             norm = np.asarray(_log_prob(params, Xp, covariance_type=self.covariance_type))[:, :N]
             resp = np.asarray(_predict_proba(params, Xp, covariance_type=self.covariance_type))[:, :N]
-        usable = valid & has_model[:, None]
         return resp, norm, usable, lens
 
     def _model_params(self):

@@ -94,3 +94,20 @@ def test_feature_mismatch_is_an_error(rng):
     p = _params(rng, "full")
     with pytest.raises(ValueError, match="X has 3 features but the means have 2"):
         gmmjax.log_prob(p, np.zeros((5, 3)))
+
+
+def test_nonfinite_points_and_batch_mismatch_are_errors(rng):
+    """Outside jit a NaN or inf point raises (scikit-learn does the same) instead of a
+    NaN density and a label 0; batched params need as many datasets in X."""
+    p = _params(rng, "full")
+    X = rng.normal(size=(5, 2))
+    X[2, 1] = np.inf
+    for f in (gmmjax.log_prob, gmmjax.predict, gmmjax.predict_proba):
+        with pytest.raises(ValueError, match="X contains NaN or infinity"):
+            f(p, X)
+        with pytest.raises(ValueError, match="X contains NaN or infinity"):
+            f(p, jax.numpy.asarray(X))
+    assert not np.isfinite(np.asarray(jax.jit(gmmjax.log_prob)(p, X))[2])  # under jit: no check
+    batched = jax.tree_util.tree_map(lambda a: np.stack([a, a]), p)
+    with pytest.raises(ValueError, match="X holds 3 datasets but the params 2"):
+        gmmjax.log_prob(batched, rng.normal(size=(3, 5, 2)))

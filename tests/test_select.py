@@ -139,6 +139,21 @@ def test_plain_criteria_equal_sklearn(rng):
         )
 
 
+
+def test_criteria_check_their_params_and_points(rng):
+    X = three_clusters(rng, n=30)
+    sk = SkGaussianMixture(3, random_state=0).fit(X)
+    params = GMMParams(sk.weights_, sk.means_, sk.covariances_)
+    for f in (gmmjax.bic, gmmjax.aic, gmmjax.icl):
+        with pytest.raises(ValueError, match="X contains NaN or infinity"):  # once dropped silently
+            f(params, np.vstack([X, [[np.nan, 0.0]]]))
+        with pytest.raises(ValueError, match="sum to 1"):
+            f(params._replace(weights=np.full(3, 0.9)), X)
+        with pytest.raises(ValueError, match="must have shape"):
+            f(params._replace(covariances=np.ones((3, 2))), X)
+        with pytest.raises(ValueError, match="positive definite"):
+            f(params._replace(covariances=-sk.covariances_), X)
+
 def test_too_few_points_mask_and_weights(rng):
     Xs = [three_clusters(rng, n=30), three_clusters(rng, n=30)[:3]]
     sel = gmmjax.select_n_components(Xs, range(1, 6), key=jax.random.key(2))
