@@ -103,12 +103,19 @@ def write_pictures(X, results: dict, out, *, n_init: int) -> list:
     return paths
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="gmmjax", description="Gaussian mixtures fitted with EM in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="fit the U(0,1) example with 3 and 6 components")
-    demo.add_argument("--components", type=int, nargs="+", default=[3, 6], help="values of K (default: 3 6)")
-    demo.add_argument("--n-init", type=int, default=10, help="random restarts (default: 10)")
+    demo.add_argument("--components", type=_positive_int, nargs="+", default=[3, 6], help="values of K (default: 3 6)")
+    demo.add_argument("--n-init", type=_positive_int, default=10, help="random restarts (default: 10)")
     demo.add_argument("--seed", type=int, default=0, help="JAX random seed (default: 0)")
     demo.add_argument("--out", type=pathlib.Path, default=None, metavar="DIR",
                       help="also write an animation of each fit (GIF) and the final fits (PNG) into DIR "

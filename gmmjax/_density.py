@@ -20,7 +20,7 @@ from jax.scipy.special import logsumexp
 
 from gmmjax._em import highest_precision, weighted_log_prob
 from gmmjax._types import GMMParams
-from gmmjax._validate import _is_int, check_covariance_type, check_finite_points
+from gmmjax._validate import _is_int, check_covariance_type, check_finite_points, key_for
 from gmmjax._validate import params as _validate_params
 
 
@@ -114,6 +114,7 @@ def sample(key, params: GMMParams, n: int, *, covariance_type: str = "full"):
     if not _is_int(n) or n < 0:
         raise ValueError(f"n must be an integer >= 0, got {n!r}.")
     n = int(n)
+    key = key_for(key, None, None)
     params = _validate_params(params, covariance_type)
     if params.weights.ndim == 2:
         keys = jax.random.split(key, params.weights.shape[0])

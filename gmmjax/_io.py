@@ -203,7 +203,8 @@ def read(file, classes=None) -> _Contents:
             if classes is not None and cls not in classes:
                 raise _Refused(
                     f"{_name(file)} holds a {cls!r}, not {' or '.join(map(repr, classes))}; "
-                    f"load it with the matching function (gmmjax.{cls}.load, or gmmjax.load_params)."
+                    "load it with the matching function ("
+                    + ("gmmjax.load_params" if cls == "GMMParams" else f"gmmjax.{cls}.load") + ")."
                 )
             specs = meta.get("arrays")
             if not isinstance(specs, dict) or members != {f"{n}.npy" for n in specs} | {f"{META_KEY}.npy"}:

@@ -47,8 +47,8 @@ def check_config(c) -> None:
         raise ValueError(f"n_init must be an integer >= 1 (number of restarts), got {c.n_init!r}.")
     if c.init not in INITS:
         raise ValueError(f"Unknown init {c.init!r}; use one of {', '.join(map(repr, INITS))}.")
-    if not _is_int(c.max_iter) or c.max_iter < 0:
-        raise ValueError(f"max_iter must be an integer >= 0, got {c.max_iter!r}.")
+    if not _is_int(c.max_iter) or not 0 <= c.max_iter < 2**31 - 1:
+        raise ValueError(f"max_iter must be an integer in [0, 2**31 - 1) (an int32 counter), got {c.max_iter!r}.")
     if not _is_real(c.tol) or not c.tol >= 0:
         raise ValueError(f"tol must be a number >= 0 (e.g. 1e-3), got {c.tol!r}.")
     if not _is_real(c.reg_covar) or not (0 <= c.reg_covar < np.inf):
@@ -230,6 +230,26 @@ def batch(Xs, mask, weights, unit_weights=True):
     return X, w.astype(X.dtype)
 
 
+def key_array(key, what="key"):
+    """``key`` as a JAX array of typed PRNG keys or of raw uint32 key data (checked
+    against the default PRNG implementation), else a ValueError: not a JAX error from
+    deep inside a fit."""
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    if key.dtype != jnp.uint32 or key.ndim == 0:
+        raise ValueError(
+            f"{what} must be a PRNG key such as jax.random.key(0) (or an array of them), or raw uint32 key "
+            f"data such as jax.random.PRNGKey(0); got dtype {key.dtype}, shape {key.shape}."
+        )
+    if _concrete(key):
+        try:
+            jax.random.wrap_key_data(key)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{what} of shape {key.shape} is not uint32 key data of JAX's default PRNG ({e}).") from None
+    return key
+
+
 def _is_single_key(key):
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return key.ndim == 0
@@ -243,7 +263,7 @@ def key_for(key, init_params, batch, split=True):
         if init_params is None:
             raise ValueError("pass a random key, e.g. key=jax.random.key(0) (or give init_params).")
         key = jax.random.key(0)
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    key = key_array(key)
     if batch is None:
         if not _is_single_key(key):
             raise ValueError(f"key must be a single PRNG key such as jax.random.key(0), got shape {key.shape}.")
@@ -286,10 +306,20 @@ def params(p, covariance_type, *, K=None, D=None, batch=None, name="params", dty
             raise ValueError(f"{name} must be finite.")
         if np.any(w < 0) or not np.allclose(w.sum(-1), 1.0, atol=1e-5):
             raise ValueError(f"{name}.weights must be >= 0 and sum to 1 (got sums {np.unique(w.sum(-1))[:3]}).")
+        if covariance_type in ("full", "tied") and _asymmetric(c):
+            raise ValueError(f"{name}.covariances must be symmetric (covariance_type={covariance_type!r}).")
         pd = np.all(c > 0) if covariance_type in ("diag", "spherical") else np.all(np.linalg.eigvalsh(c) > 0)
         if not pd:
             raise ValueError(f"{name}.covariances must be positive definite (covariance_type={covariance_type!r}).")
     return GMMParams(*arrs)
+
+
+def _asymmetric(c) -> bool:
+    """Some matrix of c (..., D, D) is not symmetric beyond rounding: entries compared
+    on the scale sqrt(c_ii c_jj) of their own row and column."""
+    d = np.sqrt(np.abs(np.diagonal(c, axis1=-2, axis2=-1)))
+    scale = d[..., :, None] * d[..., None, :]
+    return bool(np.any(np.abs(c - np.swapaxes(c, -1, -2)) > 1e-4 * scale))
 
 
 def init_params(p, config, D, dtype, batch):

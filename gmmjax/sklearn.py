@@ -60,7 +60,7 @@ except ImportError:  # scikit-learn < 1.6
         return estimator._validate_data(X, **kwargs)
 
 
-from gmmjax import _io, _ragged
+from gmmjax import _io, _ragged, _validate
 from gmmjax._density import log_prob as _log_prob
 from gmmjax._density import predict_proba as _predict_proba
 from gmmjax._density import sample as _sample
@@ -111,9 +111,10 @@ def _key(random_state):
     ``np.random.RandomState`` -> a key seeded by one draw from it.
     """
     if isinstance(random_state, jax.Array):
-        if jnp.issubdtype(random_state.dtype, jax.dtypes.prng_key):
-            return random_state
-        return jax.random.wrap_key_data(random_state)
+        key = _validate.key_array(random_state, "random_state")
+        if not _validate._is_single_key(key):
+            raise ValueError(f"random_state must be one PRNG key, got an array of shape {key.shape}.")
+        return key if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(key)
     if isinstance(random_state, numbers.Integral):
         seed = int(random_state)
     else:
@@ -319,6 +320,19 @@ class _MixtureBase(DensityMixin, BaseEstimator):
             trace="loglik",
             keep_restarts=keep_restarts,
         )
+
+    def _cov_shape(self, D):
+        K = self.n_components
+        return {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}[self.covariance_type]
+
+    def _check_warm_covariances(self, D, batch=False):
+        want = self._cov_shape(D)
+        if self.covariances_.shape[int(batch):] != want:
+            raise ValueError(
+                f"warm_start=True continues from the previous fit, whose covariances have shape "
+                f"{self.covariances_.shape}; covariance_type={self.covariance_type!r} needs {want}. "
+                "Set warm_start=False to start afresh with another covariance_type."
+            )
 
     def _fitted_params(self) -> GMMParams:
         return GMMParams(self.weights_, self.means_, self.covariances_)
@@ -544,6 +558,7 @@ class GaussianMixture(_MixtureBase):
                         f"n_components={self.n_components}, {D} features and dtype {dtype}. "
                         "Set warm_start=False to start afresh."
                     )
+                self._check_warm_covariances(D)
                 config = self._config(1, keep_restarts=bool(self.verbose))
                 res = fit(Xp, config, weights=w, init_params=self._fitted_params())
             res = jax.device_get(res)
@@ -908,6 +923,7 @@ class BatchGaussianMixture(_MixtureBase):
                         f"n_components={self.n_components}, {D} features and dtype {dtype}. "
                         "Set warm_start=False to start afresh."
                     )
+                self._check_warm_covariances(D, batch=True)
                 config = self._config(1)
                 res = _fit_batch_padded(Xp, w, config, init_params=self._model_params()[0], n_jobs=self.n_jobs)
             res = jax.device_get(res)
@@ -918,10 +934,6 @@ class BatchGaussianMixture(_MixtureBase):
     def fit_predict(self, Xs, y=None, *, mask=None, lengths=None):
         """Fits, then returns the labels of Xs (a list for a list, else (B, N))."""
         return self.fit(Xs, mask=mask, lengths=lengths).predict(Xs, mask=mask, lengths=lengths)
-
-    def _cov_shape(self, D):
-        K = self.n_components
-        return {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}[self.covariance_type]
 
     def _set_result(self, res, dtype, n_samples):
         status = np.array(res.status, np.int32)  # a copy: raised below where unusable

@@ -96,3 +96,10 @@ def test_demo_out_without_matplotlib_says_what_to_install(tmp_path, monkeypatch,
     assert main(["demo", "--components", "1", "--out", str(tmp_path)]) == 1
     assert "pip install 'gmmjax[plot]'" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["--components", "0"], ["--n-init", "0"], ["--components", "x"]])
+def test_demo_bad_numbers_are_usage_errors(args, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", *args])
+    assert exit_.value.code == 2 and "error: argument" in capsys.readouterr().err

@@ -200,3 +200,14 @@ def test_newer_format_version_and_bad_metadata_are_refused(fitted):
         GaussianMixture.load(buf)
     # The current version reads what it writes; version 1 stays readable.
     assert GaussianMixture.load(io.BytesIO(data)).n_components == 3
+
+
+def test_a_file_of_the_other_kind_names_the_function_that_loads_it(tmp_path, fitted):
+    p = tmp_path / "params.npz"
+    gmmjax.save_params(p, GMMParams(np.array([0.5, 0.5]), np.zeros((2, 1)), np.ones((2, 1, 1))))
+    with pytest.raises(ValueError, match=r"holds a 'GMMParams'.*\(gmmjax.load_params\)"):
+        GaussianMixture.load(p)
+    m = tmp_path / "gm.npz"
+    fitted[1].save(m)
+    with pytest.raises(ValueError, match=r"holds a 'GaussianMixture'.*\(gmmjax.GaussianMixture.load\)"):
+        BatchGaussianMixture.load(m)

@@ -149,6 +149,12 @@ def test_criterion_of_a_batch_draws_the_median_or_one_dataset():
         plot.criterion(KS)
 
 
+@pytest.mark.parametrize("bins", [0, -3, 2.5])
+def test_batch_summary_bad_bins(fit_batch, bins):
+    with pytest.raises(ValueError, match="bins must be an integer >= 1"):
+        plot.batch_summary(fit_batch[1], bins=bins)
+
+
 def test_batch_summary_counts_what_the_batch_holds(fit_batch):
     _, res = fit_batch
     fig = plot.batch_summary(res)

@@ -192,6 +192,15 @@ def test_warm_start_continues_like_sklearn(X):
     np.testing.assert_allclose(gm.lower_bounds_, sk.lower_bounds_, rtol=1e-10)
 
 
+
+def test_warm_start_with_another_covariance_type_says_so(X):
+    gm = GaussianMixture(3, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="covariance_type='diag' needs \\(3, 3\\).*warm_start=False"):
+        gm.set_params(warm_start=True, covariance_type="diag").fit(X)
+    bgm = BatchGaussianMixture(3, random_state=0).fit([X, X])
+    with pytest.raises(ValueError, match="covariance_type='spherical' needs \\(3,\\)"):
+        bgm.set_params(warm_start=True, covariance_type="spherical").fit([X, X])
+
 def test_fit_predict_sample_and_partial_init(X):
     gm = GaussianMixture(3, random_state=0, means_init=[[0, 0, 0], [1, 1, 1], [2, 2, 2]], n_init=2)
     labels = gm.fit_predict(X)

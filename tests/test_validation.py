@@ -19,7 +19,8 @@ X = np.random.default_rng(0).normal(size=(30, 2))
         (dict(n_components=2, init="kmeans+"), "Unknown init 'kmeans\\+'; use one of"),
         (dict(n_components=2, tol=-1.0), "tol must be a number >= 0"),
         (dict(n_components=2, tol=float("nan")), "tol must be a number >= 0"),
-        (dict(n_components=2, max_iter=-1), "max_iter must be an integer >= 0"),
+        (dict(n_components=2, max_iter=-1), "max_iter must be an integer in \\[0, 2\\*\\*31 - 1\\)"),
+        (dict(n_components=2, max_iter=2**31), "max_iter must be an integer in \\[0, 2\\*\\*31 - 1\\)"),
         (dict(n_components=2, n_init=0), "n_init must be an integer >= 1"),
         (dict(n_components=2, reg_covar=-1e-6), "reg_covar must be a finite number >= 0"),
         (dict(n_components=2, trace="everything"), "Unknown trace"),
@@ -129,3 +130,34 @@ def test_overflowing_data_still_returns_finite_params():
     assert int(res.status) == gmmjax.Status.NUMERICAL_FAILURE
     for a in jax.tree_util.tree_leaves(res.params):
         assert np.all(np.isfinite(np.asarray(a)))
+
+
+@pytest.mark.parametrize(
+    "key, match",
+    [
+        (np.zeros((2, 2), np.int64), "key must be a PRNG key .* got dtype int"),
+        (np.zeros((2, 2)), "key must be a PRNG key .* got dtype float"),
+        (np.zeros((2, 4), np.uint32), "not uint32 key data of JAX's default PRNG"),
+    ],
+)
+def test_keys_that_are_not_keys(key, match):
+    """Once raw JAX errors from inside the fit ("invalid PRNG key data")."""
+    with pytest.raises(ValueError, match=match):
+        gmmjax.fit_batch(np.stack([X, X]), gmmjax.EMConfig(2), key=key)
+
+
+def test_sample_key_and_random_state_are_checked():
+    p = gmmjax.fit(X, gmmjax.EMConfig(2), key=KEY).params
+    with pytest.raises(ValueError, match="key must be a PRNG key"):
+        gmmjax.sample(0, p, 3)
+    with pytest.raises(ValueError, match="random_state of shape \\(3,\\) is not uint32 key data"):
+        gmmjax.GaussianMixture(2, random_state=jax.numpy.zeros(3, jax.numpy.uint32)).fit(X)
+    # Raw uint32 key data of the right shape still works, as jax.random.PRNGKey gives it.
+    assert gmmjax.GaussianMixture(2, random_state=jax.random.PRNGKey(1)).fit(X).converged_
+
+
+def test_asymmetric_init_covariances_are_refused():
+    p = gmmjax.fit(X, gmmjax.EMConfig(2), key=KEY).params
+    c = np.array([[[1.0, 0.5], [-0.5, 1.0]]] * 2)  # eigvalsh would read only one triangle
+    with pytest.raises(ValueError, match="init_params.covariances must be symmetric"):
+        gmmjax.fit(X, gmmjax.EMConfig(2), init_params=p._replace(covariances=c))
