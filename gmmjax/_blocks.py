@@ -329,7 +329,7 @@ def plan(Xs, config: EMConfig, *, key, mask, weights, init_params, chunk_size, b
     check_block_args(block_size, progress)
     if progress:
         _tqdm()
-    if not _validate._concrete(Xs):
+    if not all(_validate._concrete(a) for a in jax.tree_util.tree_leaves((Xs, mask, weights))):
         if block_size is not None or progress:
             raise ValueError(
                 "block_size and progress need concrete data; fit_batch is being traced (inside jit or vmap)."

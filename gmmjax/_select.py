@@ -210,8 +210,11 @@ def select_n_components(
       covariance_types: optional sequence of covariance types to compare as well
         (one compilation each); default ``(config.covariance_type,)``.
       mask: optional (B, N) bool for a padded batch (True = valid point).
-      weights: optional sample weights ((N,), or (B, N) / a list for a batch);
-        n in BIC is their sum.
+      weights: optional sample weights ((N,), or (B, N) / a list for a batch).
+        They count points (an integer weight equals repeating the point): n in BIC
+        and the log-likelihood term are their sum, so their scale matters here, unlike
+        in a fit. Weights that sum to 1 mean one point, and BIC then has no penalty;
+        pass counts, or weights with a mean of 1.
       batch: force batch (True) or single-dataset (False) interpretation of Xs.
       n_jobs: on a CPU, the batch runs in up to this many parts, and the covariance
         types side by side, each a call from its own thread, as `fit_batch` does

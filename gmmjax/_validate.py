@@ -164,7 +164,12 @@ def check_host_weights(weights) -> None:
 
 
 def _pad_list(Xs, weights):
-    arrays = [np.asarray(x) for x in Xs]
+    """(X (B, N_max, D), mask (B, N_max), weights (B, N_max) or None) of a list of
+    datasets. Inside jit or vmap (traced datasets) the padding is traced too: the
+    lengths are static, so the mask stays a NumPy array."""
+    traced = not all(_concrete(a) for a in jax.tree_util.tree_leaves((list(Xs), weights)))
+    xp = jnp if traced else np
+    arrays = [xp.asarray(x) for x in Xs]
     if not arrays:
         raise ValueError("Xs is an empty list: pass at least one dataset.")
     arrays = [a[:, None] if a.ndim == 1 else a for a in arrays]
@@ -175,22 +180,25 @@ def _pad_list(Xs, weights):
     if len(D) != 1:
         raise ValueError(f"all datasets must have the same number of features, got {sorted(D)}.")
     lengths = [a.shape[0] for a in arrays]
-    dtype = np.result_type(*arrays)
+    dtype = np.result_type(*[a.dtype for a in arrays])
     if not np.issubdtype(dtype, np.floating) or np.finfo(dtype).bits < 32:
         dtype = np.result_type(float)
-    X, mask = pad_arrays(arrays, dtype)
-    N = X.shape[1]
-    w = None
     if weights is not None:
         if len(weights) != len(arrays):
             raise ValueError(f"weights has {len(weights)} entries for {len(arrays)} datasets.")
-        w = np.zeros((len(arrays), N), dtype)
+        weights = [xp.asarray(v) for v in weights]
         for i, wi in enumerate(weights):
-            wi = np.asarray(wi)
             if wi.shape != (lengths[i],):
                 raise ValueError(f"weights[{i}] must have shape ({lengths[i]},), got {wi.shape}.")
-            w[i, : lengths[i]] = wi
-    return X, mask, w
+    if not traced:
+        X, mask = pad_arrays(arrays, dtype)
+        w = None if weights is None else pad_arrays([v[:, None] for v in weights], dtype)[0][..., 0]
+        return X, mask, w
+    N = max(max(lengths), 1)
+    pad = lambda a: jnp.pad(a.astype(dtype), [(0, N - a.shape[0])] + [(0, 0)] * (a.ndim - 1))  # noqa: E731
+    mask = np.arange(N)[None, :] < np.asarray(lengths)[:, None]
+    w = None if weights is None else jnp.stack([pad(v) for v in weights])
+    return jnp.stack([pad(a) for a in arrays]), mask, w
 
 
 def batch(Xs, mask, weights, unit_weights=True):

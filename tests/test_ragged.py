@@ -197,3 +197,15 @@ def test_batch_estimator_takes_buckets_where_they_pay(monkeypatch):
     assert calls == [1, 1]
     np.testing.assert_array_equal(masked.status_, one.status_)
     np.testing.assert_allclose(masked.means_, one.means_, rtol=1e-8, atol=1e-10)
+
+
+def test_a_list_of_datasets_inside_jit_equals_the_eager_fit(rng):
+    """Inside jit the list is padded in the trace (no length buckets, no blocks);
+    once a TracerArrayConversionError from the host-side readers."""
+    Xs = [rng.normal(size=(n, 2)) for n in (30, 55, 41)]
+    w = [rng.uniform(0.5, 2.0, len(x)) for x in Xs]
+    config = EMConfig(2, n_init=2)
+    eager = gmmjax.fit_batch(Xs, config, key=jax.random.key(3), weights=w)
+    traced = jax.jit(lambda xs, ws: gmmjax.fit_batch(xs, config, key=jax.random.key(3), weights=ws))(Xs, w)
+    np.testing.assert_array_equal(np.asarray(traced.status), np.asarray(eager.status))
+    np.testing.assert_allclose(np.asarray(traced.params.means), np.asarray(eager.params.means), rtol=1e-9, atol=1e-12)
