@@ -150,10 +150,12 @@ def is_degenerate(params: GMMParams, covariance_type: str, reg_covar: float, act
     A component counts as collapsed when the data contribute no more than reg_covar
     (plus rounding) to its smallest eigenvalue: constant data, a component sitting on
     one point or on a line, an empty component. Rounding is judged against the
-    component's own largest eigenvalue and against its mean (``params`` in the centred
-    frame of `gmmjax._fit._prepare`): the points of a component on one point differ from
-    its mean by a few units of its last digit, so with reg_covar=0 a diagonal variance
-    of ~(eps |mu|)^2 is all that is left (it once passed as CONVERGED).
+    component's own largest eigenvalue and, apart from reg_covar, against its mean
+    (``params`` in the centred frame of `gmmjax._fit._prepare`): the mean of a component
+    on one point is x n / (n + 10 eps) (the M-step's guard), so with reg_covar=0 a
+    variance of ~(10 eps |mu| / n)^2 is all that is left of it (it once passed as
+    CONVERGED). The larger of the two floors counts, not their sum: a narrow real
+    cluster far from the centre (spread 0.0013 at 1000 in float32) is not collapsed.
     """
     eig = COVARIANCE[covariance_type].eigenvalues(params.covariances)
     eps = jnp.finfo(eig.dtype).eps
@@ -164,7 +166,7 @@ def is_degenerate(params: GMMParams, covariance_type: str, reg_covar: float, act
     mu2 = jnp.max(params.means * params.means, axis=-1)  # (K,)
     if covariance_type == "tied":
         mu2 = jnp.max(jnp.where(active, mu2, 0.0))
-    collapsed = lam_min <= 2 * reg_covar + 16 * eps * lam_max + 256 * eps * eps * mu2
+    collapsed = lam_min <= jnp.maximum(2 * reg_covar + 16 * eps * lam_max, 256 * eps * eps * mu2)
     if covariance_type != "tied":
         collapsed = collapsed & active
     return jnp.any(collapsed)

@@ -1,5 +1,7 @@
 """Semantics 3: one bad dataset never poisons a batch; every status has a test."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -89,6 +91,11 @@ def test_component_on_one_point_without_reg_covar_is_degenerate(rng, covariance_
             Status.DEGENERATE, Status.NUMERICAL_FAILURE)
         narrow = np.concatenate([X, (X * 0.01 + 1000).astype(dtype)])
         assert int(gmmjax.fit(narrow, config, key=jax.random.key(0)).status) == Status.CONVERGED
+        # Near float32's resolution (83 distinct values at 1000) and the default reg_covar:
+        # reg_covar alone is the floor there, not reg_covar plus the rounding term.
+        narrower = np.concatenate([X, (rng.normal(size=(100, 2)) * 0.0013 + 1000).astype(dtype)])
+        default = dataclasses.replace(config, reg_covar=1e-6)
+        assert int(gmmjax.fit(narrower, default, key=jax.random.key(0)).status) == Status.CONVERGED
 
 def test_numerical_failure_keeps_last_finite_params():
     # reg_covar = 0 on constant data: the first covariance is singular.
