@@ -334,10 +334,12 @@ def select_n_components(
 
 # ---------------------------------------------------------------- plain criteria
 def _data_and_weights(params: GMMParams, X, mask, covariance_type):
-    """(params, X, w, batched): params checked (`gmmjax._validate.params`), X (N, D) or
-    (B, N, D) and weights (0 where masked); a non-finite unmasked point raises."""
-    params = _validate.params(params, covariance_type)
-    batched = params.weights.ndim == 2
+    """(params, X, w, batched): params checked (`gmmjax._validate.params`; batched ones
+    by their shapes only: a dataset without a usable model, as a fit_batch result may
+    hold, scores +inf rather than failing the batch), X (N, D) or (B, N, D) and weights
+    (0 where masked); a non-finite unmasked point raises."""
+    batched = np.ndim(params.weights) == 2 if isinstance(params, GMMParams) else False
+    params = _validate.params(params, covariance_type, values=not batched)
     if batched:
         X, w = _validate.batch(X, mask, None)
         if X.shape[0] != params.weights.shape[0]:

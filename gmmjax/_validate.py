@@ -285,11 +285,12 @@ def key_for(key, init_params, batch, split=True):
     return key
 
 
-def params(p, covariance_type, *, K=None, D=None, batch=None, name="params", dtype=None):
+def params(p, covariance_type, *, K=None, D=None, batch=None, name="params", dtype=None, values=True):
     """GMMParams with shapes checked against covariance_type (and K, D, batch if given).
 
-    Concrete values are checked too: finite, weights >= 0 summing to one, covariances
-    positive definite. Returns GMMParams of jnp arrays (of ``dtype`` if given).
+    Concrete values are checked too (unless ``values`` is False): finite, weights >= 0
+    summing to one, covariances symmetric and positive definite. Returns GMMParams of
+    jnp arrays (of ``dtype`` if given).
     """
     if not isinstance(p, GMMParams):
         raise ValueError(f"{name} must be a gmmjax.GMMParams(weights, means, covariances).")
@@ -308,7 +309,7 @@ def params(p, covariance_type, *, K=None, D=None, batch=None, name="params", dty
                 f"{name}.{field} must have shape {shape} for n_components={K}, n_features={D}, "
                 f"covariance_type={covariance_type!r}; got {arr.shape}."
             )
-    if all(_concrete(a) for a in arrs):
+    if values and all(_concrete(a) for a in arrs):
         w, m, c = (np.asarray(a, np.float64) for a in arrs)
         if not (np.all(np.isfinite(w)) and np.all(np.isfinite(m)) and np.all(np.isfinite(c))):
             raise ValueError(f"{name} must be finite.")

@@ -153,6 +153,13 @@ def test_criteria_check_their_params_and_points(rng):
             f(params._replace(covariances=np.ones((3, 2))), X)
         with pytest.raises(ValueError, match="positive definite"):
             f(params._replace(covariances=-sk.covariances_), X)
+    # Batched params are checked by shape: a dataset without a usable model (here one
+    # with singular covariances) scores +inf and the others still score.
+    Xs = np.stack([X, np.ones_like(X)])
+    res = gmmjax.fit_batch(Xs, gmmjax.EMConfig(3, reg_covar=0.0), key=jax.random.key(0))
+    for f in (gmmjax.bic, gmmjax.aic, gmmjax.icl):
+        scores = f(res.params, Xs)
+        assert np.isfinite(scores[0]) and scores[1] == np.inf
 
 def test_too_few_points_mask_and_weights(rng):
     Xs = [three_clusters(rng, n=30), three_clusters(rng, n=30)[:3]]
