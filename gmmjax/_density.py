@@ -24,14 +24,12 @@ from gmmjax._validate import _is_int, check_covariance_type, check_finite_points
 from gmmjax._validate import params as _validate_params
 
 
-def _prepare(params, X, covariance_type):
+def _prepare(params, X, covariance_type, mask=None):
+    """(params, X, batched, mask): checked params, X as a JAX array of the params' dtype
+    with a feature axis, and the optional mask (X.shape[:-1] bool). Masked points may
+    hold anything (they become 0 here); an unmasked NaN or inf raises."""
     params = _validate_params(params, covariance_type)
-    # The parameters' dtype decides the precision; the data follow it (no warning:
-    # float64 parameters need 64-bit mode, float32 ones compute in float32 by choice).
     X = X if isinstance(X, jax.Array) else np.asarray(X)
-    if X.dtype.kind in "fc":  # before the copy to the device: a NumPy check is cheap
-        check_finite_points(X)
-    X = jnp.asarray(X, params.means.dtype if jnp.issubdtype(params.means.dtype, jnp.floating) else None)
     batched = params.weights.ndim == 2
     want = 3 if batched else 2
     if X.ndim == want - 1:
@@ -45,7 +43,26 @@ def _prepare(params, X, covariance_type):
         raise ValueError(f"X has {X.shape[-1]} features but the means have {params.means.shape[-1]}.")
     if batched and X.shape[0] != params.weights.shape[0]:
         raise ValueError(f"X holds {X.shape[0]} datasets but the params {params.weights.shape[0]} (weights {params.weights.shape}).")
-    return params, X, batched
+    if mask is not None:
+        mask = mask if isinstance(mask, jax.Array) else np.asarray(mask)
+        if mask.shape != X.shape[:-1]:
+            raise ValueError(f"mask must have shape {X.shape[:-1]} (one per point of X), got {mask.shape}.")
+        mask = mask.astype(bool)
+    if X.dtype.kind in "fc":  # before the copy to the device: a NumPy check is cheap
+        check_finite_points(X, mask)
+        if mask is not None:
+            X = (jnp if isinstance(X, jax.Array) or isinstance(mask, jax.Array) else np).where(mask[..., None], X, 0)
+    # The parameters' dtype decides the precision; the data follow it (no warning:
+    # float64 parameters need 64-bit mode, float32 ones compute in float32 by choice).
+    X = jnp.asarray(X, params.means.dtype if jnp.issubdtype(params.means.dtype, jnp.floating) else None)
+    return params, X, batched, mask
+
+
+def _masked(values, mask, fill):
+    """values (..., N[, K]) with ``fill`` where mask (..., N) is False (no mask: as is)."""
+    if mask is None:
+        return values
+    return jnp.where(jnp.reshape(mask, mask.shape + (1,) * (values.ndim - mask.ndim)), values, fill)
 
 
 @functools.partial(jax.jit, static_argnames=("covariance_type", "batched"))
@@ -58,28 +75,32 @@ def _log_resp_and_norm(params, X, covariance_type, batched):
     return jax.vmap(one)(params, X) if batched else one(params, X)
 
 
-def log_prob(params: GMMParams, X, *, covariance_type: str = "full"):
+def log_prob(params: GMMParams, X, *, covariance_type: str = "full", mask=None):
     """Per-sample log density of the mixture: (N,), or (B, N) for batched params.
 
-    Equals scikit-learn's ``score_samples``.
+    Equals scikit-learn's ``score_samples``. ``mask``: optional bool of X's shape
+    without the feature axis, False for points to leave out (padding: they may hold
+    anything, NaN included); they get NaN.
     """
     check_covariance_type(covariance_type)
-    params, X, batched = _prepare(params, X, covariance_type)
-    return _log_resp_and_norm(params, X, covariance_type, batched)[1]
+    params, X, batched, mask = _prepare(params, X, covariance_type, mask)
+    return _masked(_log_resp_and_norm(params, X, covariance_type, batched)[1], mask, jnp.nan)
 
 
-def predict_proba(params: GMMParams, X, *, covariance_type: str = "full"):
-    """Responsibilities p(k | x_n): (N, K), or (B, N, K) for batched params."""
+def predict_proba(params: GMMParams, X, *, covariance_type: str = "full", mask=None):
+    """Responsibilities p(k | x_n): (N, K), or (B, N, K) for batched params (NaN where
+    ``mask``, as in `log_prob`, is False)."""
     check_covariance_type(covariance_type)
-    params, X, batched = _prepare(params, X, covariance_type)
-    return jnp.exp(_log_resp_and_norm(params, X, covariance_type, batched)[0])
+    params, X, batched, mask = _prepare(params, X, covariance_type, mask)
+    return _masked(jnp.exp(_log_resp_and_norm(params, X, covariance_type, batched)[0]), mask, jnp.nan)
 
 
-def predict(params: GMMParams, X, *, covariance_type: str = "full"):
-    """Most probable component of each sample: (N,), or (B, N) for batched params."""
+def predict(params: GMMParams, X, *, covariance_type: str = "full", mask=None):
+    """Most probable component of each sample: (N,), or (B, N) for batched params (-1
+    where ``mask``, as in `log_prob`, is False)."""
     check_covariance_type(covariance_type)
-    params, X, batched = _prepare(params, X, covariance_type)
-    return jnp.argmax(_log_resp_and_norm(params, X, covariance_type, batched)[0], axis=-1)
+    params, X, batched, mask = _prepare(params, X, covariance_type, mask)
+    return _masked(jnp.argmax(_log_resp_and_norm(params, X, covariance_type, batched)[0], axis=-1), mask, -1)
 
 
 def _cov_factor(cov, covariance_type, K, D):

@@ -111,3 +111,28 @@ def test_nonfinite_points_and_batch_mismatch_are_errors(rng):
     batched = jax.tree_util.tree_map(lambda a: np.stack([a, a]), p)
     with pytest.raises(ValueError, match="X holds 3 datasets but the params 2"):
         gmmjax.log_prob(batched, rng.normal(size=(3, 5, 2)))
+
+
+def test_mask_leaves_out_padding_that_may_hold_anything(rng):
+    """A padded batch as fit_batch takes it (NaN in the masked slots): with mask=, the
+    valid points equal the unpadded calls and the masked ones get NaN / -1."""
+    ps = [_params(rng, "full") for _ in range(2)]
+    batched = jax.tree_util.tree_map(lambda *a: np.stack(a), *ps)
+    lengths = (30, 18)
+    X = np.full((2, 30, 2), np.nan)
+    for i, n in enumerate(lengths):
+        X[i, :n] = rng.normal(size=(n, 2))
+    mask = np.arange(30)[None, :] < np.array(lengths)[:, None]
+    with pytest.raises(ValueError, match="X contains NaN or infinity"):
+        gmmjax.log_prob(batched, X)
+    lp = np.asarray(gmmjax.log_prob(batched, X, mask=mask))
+    pr = np.asarray(gmmjax.predict_proba(batched, X, mask=mask))
+    lab = np.asarray(gmmjax.predict(batched, X, mask=mask))
+    assert np.isnan(lp[~mask]).all() and np.isnan(pr[~mask]).all() and (lab[~mask] == -1).all()
+    for i, n in enumerate(lengths):
+        np.testing.assert_allclose(lp[i, :n], gmmjax.log_prob(ps[i], X[i, :n]), rtol=1e-12)
+        np.testing.assert_array_equal(lab[i, :n], gmmjax.predict(ps[i], X[i, :n]))
+    with pytest.raises(ValueError, match=r"mask must have shape \(2, 30\)"):
+        gmmjax.log_prob(batched, X, mask=mask[:, :5])
+    traced = jax.jit(lambda x, m: gmmjax.log_prob(batched, x, mask=m))(X, mask)  # the mask works under jit too
+    np.testing.assert_array_equal(np.isnan(np.asarray(traced)), ~mask)
