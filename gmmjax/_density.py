@@ -135,6 +135,8 @@ def sample(key, params: GMMParams, n: int, *, covariance_type: str = "full"):
     if not _is_int(n) or n < 0:
         raise ValueError(f"n must be an integer >= 0, got {n!r}.")
     n = int(n)
+    if key is None:
+        raise ValueError("pass a random key, e.g. gmmjax.sample(jax.random.key(0), params, n).")
     key = key_for(key, None, None)
     params = _validate_params(params, covariance_type)
     if params.weights.ndim == 2:

@@ -49,7 +49,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
 try:
@@ -846,7 +846,7 @@ class BatchGaussianMixture(_MixtureBase):
 
     _parameter_constraints: dict = {
         **_MixtureBase._parameter_constraints,
-        "n_jobs": [Interval(numbers.Integral, -1, None, closed="left"), None],
+        "n_jobs": [Interval(numbers.Integral, 1, None, closed="left"), Options(numbers.Integral, {-1}), None],
     }
 
     # scikit-learn reads the hyperparameters from the signature: they are all listed.
@@ -924,8 +924,10 @@ class BatchGaussianMixture(_MixtureBase):
                         "Set warm_start=False to start afresh."
                     )
                 self._check_warm_covariances(D, batch=True)
-                config = self._config(1)
-                res = _fit_batch_padded(Xp, w, config, init_params=self._model_params()[0], n_jobs=self.n_jobs)
+                params, has_model = self._model_params()
+                res = jax.device_get(_fit_batch_padded(Xp, w, self._config(1), init_params=params, n_jobs=self.n_jobs))
+                if not has_model.all():
+                    res = self._refit_afresh(res, Xp, w, np.flatnonzero(~has_model))
             res = jax.device_get(res)
         self._set_result(res, dtype, valid.sum(axis=1))
         self.n_features_in_ = D
@@ -1007,6 +1009,22 @@ class BatchGaussianMixture(_MixtureBase):
             norm = np.asarray(_log_prob(params, Xp, covariance_type=self.covariance_type))[:, :N]
             resp = np.asarray(_predict_proba(params, Xp, covariance_type=self.covariance_type))[:, :N]
         return resp, norm, usable, lens
+
+    def _refit_afresh(self, res, Xp, w, idx):
+        """res (on the host) with datasets idx fitted as a cold fit would (their keys,
+        n_init restarts): a warm start has no model of theirs to continue from, and
+        from a stand-in every component would move alike."""
+        key = getattr(self, "_fit_key_", None)
+        key = _key(self.random_state) if key is None else key
+        keys = jax.random.split(key, self.n_datasets_)[idx]
+        fresh = jax.device_get(_fit_batch_padded(Xp[idx], w[idx], self._config(self.n_init), key=keys, n_jobs=self.n_jobs))
+
+        def put(a, b):
+            a = np.array(a)
+            a[idx] = b
+            return a
+
+        return jax.tree_util.tree_map(put, res, fresh)
 
     def _model_params(self):
         """(GMMParams of NumPy arrays, has_model (B,) bool): the fitted parameters, where

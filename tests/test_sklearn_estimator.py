@@ -292,6 +292,14 @@ def test_batch_dataset_without_a_model_fails_nothing_else(rng, covariance_type):
     with pytest.warns(ConvergenceWarning):
         bgm.set_params(warm_start=True).fit(Xs)
     assert Status(bgm.status_[1]) == Status.NUMERICAL_FAILURE
+    # A warm start on new data: the dataset without a model starts afresh, as a cold
+    # fit with its key (from the stand-in all components would stay alike).
+    new = [good[0], good[2], good[1]]
+    bgm.set_params(reg_covar=1e-6).fit(new)
+    cold = BatchGaussianMixture(2, covariance_type=covariance_type, reg_covar=1e-6, random_state=0).fit(new)
+    assert Status(bgm.status_[1]) == Status.CONVERGED
+    np.testing.assert_allclose(bgm.means_[1], cold.means_[1], rtol=1e-9)
+    assert not np.allclose(bgm.means_[1, 0], bgm.means_[1, 1])
 
 
 def test_batch_prediction_data_with_nan_raises(rng):

@@ -172,7 +172,7 @@ def test_an_error_in_a_part_reaches_the_caller(data, monkeypatch):
 
 
 @CPU_ONLY
-def test_batch_estimator_passes_n_jobs_and_keeps_its_results(data, monkeypatch):
+def test_batch_estimator_passes_n_jobs_and_keeps_its_results(data, monkeypatch, tmp_path):
     """BatchGaussianMixture(n_jobs=k) asks fit_batch for k parts (a spy on the parts'
     driver), fits as one call does, keeps n_jobs through clone and save/load, and
     leaves it out of a dataset's single GaussianMixture."""
@@ -187,6 +187,9 @@ def test_batch_estimator_passes_n_jobs_and_keeps_its_results(data, monkeypatch):
     np.testing.assert_allclose(two.means_, one.means_, rtol=1e-9, atol=1e-10)
     np.testing.assert_array_equal(two.status_, one.status_)
     assert sklearn.base.clone(two).n_jobs == 2
+    path = tmp_path / "bgm.npz"
+    two.save(path)
+    assert gmmjax.BatchGaussianMixture.load(path).n_jobs == 2
     assert "n_jobs" not in two.get_estimator(3).get_params()
     with pytest.raises(ValueError, match="n_jobs"):
         gmmjax.BatchGaussianMixture(n_jobs=0).fit(X, mask=mask)
