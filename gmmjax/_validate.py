@@ -84,16 +84,21 @@ def _concrete(x):
     return not isinstance(x, jax.core.Tracer)
 
 
-def check_finite_points(X, w=None) -> None:
+def check_finite_points(X, w=None, what="X") -> None:
     """ValueError where a point of X (..., N, D) with weight w > 0 (every point without
-    w) holds NaN or infinity; nothing for traced values, which cannot be checked."""
+    w) holds NaN or infinity, naming the datasets of a batch (B, N, D); nothing for
+    traced values, which cannot be checked."""
     if not (_concrete(X) and (w is None or _concrete(w))):
         return
     finite = jnp.all(jnp.isfinite(X), axis=-1) if isinstance(X, jax.Array) else np.all(np.isfinite(X), axis=-1)
     if w is not None:
         finite = finite | (w <= 0)
-    if not bool(np.all(finite) if isinstance(finite, np.ndarray) else jnp.all(finite)):
-        raise ValueError("X contains NaN or infinity: remove those points (or, for a padded batch, mask them).")
+    if bool(np.all(finite) if isinstance(finite, np.ndarray) else jnp.all(finite)):
+        return
+    where = ""
+    if np.ndim(finite) == 2:
+        where = f" in datasets {np.flatnonzero(~np.all(np.asarray(finite), axis=1))[:10].tolist()}"
+    raise ValueError(f"{what} contains NaN or infinity{where}: remove those points (or, for a padded batch, mask them).")
 
 
 def _check_weights(w, shape):

@@ -992,15 +992,10 @@ class BatchGaussianMixture(_MixtureBase):
         if B != self.n_datasets_:
             raise ValueError(f"got {B} datasets, but BatchGaussianMixture was fitted on {self.n_datasets_}.")
         params, has_model = self._model_params()
+        usable = valid & has_model[:, None]
         # NaN or inf points of a dataset with a model: an error, as scikit-learn's; a
         # dataset with no model (NONFINITE_INPUT, say) answers NaN / -1 anyway.
-        bad = valid & has_model[:, None] & ~np.isfinite(X).all(axis=-1)
-        if bad.any():
-            raise ValueError(
-                f"Xs contains NaN or infinity in datasets {np.flatnonzero(bad.any(axis=1))[:10].tolist()}: "
-                "remove those points, or leave them out with mask= (for a padded array)."
-            )
-        usable = valid & has_model[:, None]
+        _validate.check_finite_points(X, usable, what="Xs")
         dtype = self.means_.dtype
         Xp = np.zeros((B, _bucket(N), D), dtype)
         Xp[:, :N] = np.where(usable[..., None], X, 0.0)
@@ -1014,9 +1009,7 @@ class BatchGaussianMixture(_MixtureBase):
         """res (on the host) with datasets idx fitted as a cold fit would (their keys,
         n_init restarts): a warm start has no model of theirs to continue from, and
         from a stand-in every component would move alike."""
-        key = getattr(self, "_fit_key_", None)
-        key = _key(self.random_state) if key is None else key
-        keys = jax.random.split(key, self.n_datasets_)[idx]
+        keys = self._dataset_keys()[idx]
         fresh = jax.device_get(_fit_batch_padded(Xp[idx], w[idx], self._config(self.n_init), key=keys, n_jobs=self.n_jobs))
 
         def put(a, b):
@@ -1025,6 +1018,11 @@ class BatchGaussianMixture(_MixtureBase):
             return a
 
         return jax.tree_util.tree_map(put, res, fresh)
+
+    def _dataset_keys(self):
+        """(B,) keys: dataset i's key of the last cold fit (from random_state if unknown)."""
+        key = getattr(self, "_fit_key_", None)
+        return jax.random.split(_key(self.random_state) if key is None else key, self.n_datasets_)
 
     def _model_params(self):
         """(GMMParams of NumPy arrays, has_model (B,) bool): the fitted parameters, where
@@ -1104,9 +1102,7 @@ class BatchGaussianMixture(_MixtureBase):
         check_is_fitted(self)
         params = self.get_params(deep=False)
         params.pop("n_jobs")  # one dataset: nothing to split
-        key = getattr(self, "_fit_key_", None)
-        key = _key(self.random_state) if key is None else key
-        params["random_state"] = jax.random.split(key, self.n_datasets_)[i]
+        params["random_state"] = self._dataset_keys()[i]
         for name in ("weights_init", "means_init", "precisions_init"):
             a = params[name]
             if a is not None and np.ndim(a) == len(self._init_shape(name)) + 1:
