@@ -7,6 +7,9 @@ detected from ``weights.ndim`` and mapped with vmap.
 Called outside jit, they check their input: parameters as `gmmjax._validate.params`,
 and X must be finite (a ValueError, as scikit-learn's, rather than NaN or a label 0 for
 a NaN point). Under jit the values cannot be checked: non-finite input gives NaN.
+Batched parameters are checked per dataset: a dataset without a usable model (what
+fit_batch leaves where a fit failed) gives NaN / label -1 and a RuntimeWarning, and
+its points are not checked; the other datasets are answered as usual.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from jax.scipy.special import logsumexp
 
 from gmmjax._em import highest_precision, weighted_log_prob
 from gmmjax._types import GMMParams
-from gmmjax._validate import _is_int, check_covariance_type, check_finite_points, key_for
+from gmmjax._validate import _is_int, batched_params, check_covariance_type, check_finite_points, key_for
 from gmmjax._validate import params as _validate_params
 
 
@@ -28,9 +31,9 @@ def _prepare(params, X, covariance_type, mask=None):
     """(params, X, batched, mask): checked params, X as a JAX array of the params' dtype
     with a feature axis, and the optional mask (X.shape[:-1] bool). Masked points may
     hold anything (they become 0 here); an unmasked NaN or inf raises."""
-    params = _validate_params(params, covariance_type)
+    batched = np.ndim(params.weights) == 2 if isinstance(params, GMMParams) else False
+    params, ok = batched_params(params, covariance_type, stacklevel=4) if batched else (_validate_params(params, covariance_type), None)
     X = X if isinstance(X, jax.Array) else np.asarray(X)
-    batched = params.weights.ndim == 2
     want = 3 if batched else 2
     if X.ndim == want - 1:
         X = X[..., None]
@@ -48,6 +51,8 @@ def _prepare(params, X, covariance_type, mask=None):
         if mask.shape != X.shape[:-1]:
             raise ValueError(f"mask must have shape {X.shape[:-1]} (one per point of X), got {mask.shape}.")
         mask = mask.astype(bool)
+    if ok is not None and not ok.all():  # datasets without a usable model: every point masked
+        mask = (ok[:, None] if mask is None else mask & ok[:, None]) & np.ones(X.shape[:-1], bool)
     if X.dtype.kind in "fc":  # before the copy to the device: a NumPy check is cheap
         check_finite_points(X, mask)
         if mask is not None:
@@ -129,7 +134,8 @@ def sample(key, params: GMMParams, n: int, *, covariance_type: str = "full"):
     """Draws n samples: returns (X (n, D), labels (n,)).
 
     For batched params (weights (B, K)) returns (B, n, D) and (B, n), dataset i using
-    ``jax.random.split(key, B)[i]``.
+    ``jax.random.split(key, B)[i]``; a dataset without usable params (see the module
+    docstring) gives NaN samples and labels -1, with a RuntimeWarning.
     """
     check_covariance_type(covariance_type)
     if not _is_int(n) or n < 0:
@@ -138,8 +144,12 @@ def sample(key, params: GMMParams, n: int, *, covariance_type: str = "full"):
     if key is None:
         raise ValueError("pass a random key, e.g. gmmjax.sample(jax.random.key(0), params, n).")
     key = key_for(key, None, None)
-    params = _validate_params(params, covariance_type)
-    if params.weights.ndim == 2:
+    if isinstance(params, GMMParams) and np.ndim(params.weights) == 2:
+        params, ok = batched_params(params, covariance_type)
         keys = jax.random.split(key, params.weights.shape[0])
-        return jax.vmap(lambda k, p: _sample_one(k, p, n, covariance_type))(keys, params)
-    return _sample_one(key, params, n, covariance_type)
+        X, labels = jax.vmap(lambda k, p: _sample_one(k, p, n, covariance_type))(keys, params)
+        if ok is None or ok.all():
+            return X, labels
+        ok = jnp.asarray(ok)
+        return jnp.where(ok[:, None, None], X, jnp.nan), jnp.where(ok[:, None], labels, -1)
+    return _sample_one(key, _validate_params(params, covariance_type), n, covariance_type)

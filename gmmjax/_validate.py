@@ -328,12 +328,68 @@ def params(p, covariance_type, *, K=None, D=None, batch=None, name="params", dty
     return GMMParams(*arrs)
 
 
-def _asymmetric(c) -> bool:
+def _asymmetric(c, axis=None):
     """Some matrix of c (..., D, D) is not symmetric beyond rounding: entries compared
-    on the scale sqrt(c_ii c_jj) of their own row and column."""
+    on the scale sqrt(c_ii c_jj) of their own row and column. ``axis``: reduce over
+    those axes only (an array), as np.any."""
     d = np.sqrt(np.abs(np.diagonal(c, axis1=-2, axis2=-1)))
     scale = d[..., :, None] * d[..., None, :]
-    return bool(np.any(np.abs(c - np.swapaxes(c, -1, -2)) > 1e-4 * scale))
+    off = np.abs(c - np.swapaxes(c, -1, -2)) > 1e-4 * scale
+    return bool(np.any(off)) if axis is None else np.any(off, axis=axis)
+
+
+def usable_datasets(p: GMMParams, covariance_type) -> np.ndarray:
+    """(B,) bool for batched GMMParams of concrete arrays (shapes already checked): True
+    where dataset b's values pass what `params` checks (finite, weights >= 0 summing to
+    one, covariances symmetric and positive definite)."""
+    w, m, c = (np.asarray(a, np.float64) for a in p)
+    B = w.shape[0]
+    flat = lambda a: a.reshape(B, -1)  # noqa: E731
+    ok = np.isfinite(flat(w)).all(1) & np.isfinite(flat(m)).all(1) & np.isfinite(flat(c)).all(1)
+    ok &= (w >= 0).all(1) & np.isclose(w.sum(1), 1.0, atol=1e-5)  # as params' allclose
+    if covariance_type in ("diag", "spherical"):
+        return ok & (flat(c) > 0).all(1)
+    c = np.where(ok.reshape((B,) + (1,) * (c.ndim - 1)), c, np.eye(c.shape[-1]))  # eigvalsh needs finite input
+    ok &= ~_asymmetric(c, axis=tuple(range(1, c.ndim)))
+    return ok & (flat(np.linalg.eigvalsh(c)) > 0).all(1)
+
+
+def with_stand_ins(p: GMMParams, ok, covariance_type) -> GMMParams:
+    """NumPy GMMParams (leading (B,) axis) with dataset b replaced where ``ok[b]`` is
+    False by a harmless stand-in (equal weights, zero means, unit covariances), so that
+    a dataset without a usable model never fails a computation on the whole batch; its
+    values must be masked out of every result."""
+    arrs = [np.asarray(a) for a in p]
+    B, K = arrs[0].shape
+    D = arrs[1].shape[-1]
+    unit = {"full": np.eye(D)[None].repeat(K, 0), "tied": np.eye(D), "diag": np.ones((K, D)), "spherical": np.ones(K)}
+    stand_in = (np.full(K, 1.0 / K), np.zeros((K, D)), unit[covariance_type])
+    return GMMParams(*(
+        np.where(np.reshape(ok, (B,) + (1,) * s.ndim), a, s.astype(a.dtype)) for a, s in zip(arrs, stand_in)
+    ))
+
+
+def batched_params(p, covariance_type, *, what="params", stacklevel=3):
+    """(GMMParams, ok) for batched params as the density functions take them: shapes
+    checked as `params`; values per dataset, so that one dataset without a usable model
+    (as fit_batch leaves where a fit failed) never fails the batch. Such datasets get a
+    stand-in (`with_stand_ins`), ok[b] False, and a warning that their results are
+    NaN. ok is None for traced params, which cannot be checked."""
+    p = params(p, covariance_type, values=False, name=what)
+    if not all(_concrete(a) for a in p):
+        return p, None
+    ok = usable_datasets(p, covariance_type)
+    if ok.all():
+        return p, ok
+    bad = np.flatnonzero(~ok)
+    warnings.warn(
+        f"{bad.size} of {ok.size} datasets (first: {bad[:10].tolist()}) have no usable {what}: non-finite "
+        "values, weights not summing to 1 or covariances not positive definite (what fit_batch leaves "
+        "where a fit failed, status NUMERICAL_FAILURE). Their results are NaN (labels -1).",
+        RuntimeWarning,
+        stacklevel=stacklevel,
+    )
+    return GMMParams(*(jnp.asarray(a) for a in with_stand_ins(p, ok, covariance_type))), ok
 
 
 def init_params(p, config, D, dtype, batch):

@@ -1030,17 +1030,10 @@ class BatchGaussianMixture(_MixtureBase):
         covariances with no Cholesky factor, NaN precisions) a stand-in (equal weights,
         zero means, unit covariances) so that one such dataset never fails a call on
         the whole batch. Its values are masked out of every result."""
-        B, K = self.weights_.shape
-        D = self.means_.shape[-1]
+        B = self.weights_.shape[0]
         fitted = ~np.isin(self.status_, (Status.TOO_FEW_POINTS, Status.NONFINITE_INPUT))
         has_model = fitted & np.isfinite(self.precisions_cholesky_.reshape(B, -1)).all(axis=1)
-        unit = {"full": np.eye(D)[None].repeat(K, 0), "tied": np.eye(D), "diag": np.ones((K, D)), "spherical": np.ones(K)}
-        stand_in = (np.full(K, 1.0 / K), np.zeros((K, D)), unit[self.covariance_type])
-        params = [
-            np.where(has_model.reshape((B,) + (1,) * s.ndim), a, s.astype(a.dtype))
-            for a, s in zip(self._fitted_params(), stand_in)
-        ]
-        return GMMParams(*params), has_model
+        return _validate.with_stand_ins(self._fitted_params(), has_model, self.covariance_type), has_model
 
     @staticmethod
     def _out(values, usable, fill, lens):

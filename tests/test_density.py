@@ -136,3 +136,45 @@ def test_mask_leaves_out_padding_that_may_hold_anything(rng):
         gmmjax.log_prob(batched, X, mask=mask[:, :5])
     traced = jax.jit(lambda x, m: gmmjax.log_prob(batched, x, mask=m))(X, mask)  # the mask works under jit too
     np.testing.assert_array_equal(np.isnan(np.asarray(traced)), ~mask)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_batched_dataset_without_usable_params_fails_nothing_else(rng, covariance_type):
+    """One dataset of batched params with NaN means, one with zero covariances: they
+    answer NaN / -1 with a RuntimeWarning, their points are not checked, and the
+    other datasets are answered as alone; one such mixture alone still raises."""
+    ps = [_params(rng, covariance_type) for _ in range(3)]
+    batched = gmmjax.GMMParams(*(np.array(a) for a in jax.tree_util.tree_map(lambda *a: np.stack(a), *ps)))
+    batched.covariances[1] = 0.0
+    batched.means[2, 0] = np.nan
+    X = rng.normal(size=(3, 20, 2))
+    X[1, 0] = np.nan
+    warns = pytest.warns(RuntimeWarning, match=r"2 of 3 datasets \(first: \[1, 2\]\) have no usable params")
+    with warns:
+        lp = np.asarray(gmmjax.log_prob(batched, X, covariance_type=covariance_type))
+    with warns:
+        pr = np.asarray(gmmjax.predict_proba(batched, X, covariance_type=covariance_type))
+    with warns:
+        lab = np.asarray(gmmjax.predict(batched, X, covariance_type=covariance_type))
+    with warns:
+        S, L = gmmjax.sample(jax.random.key(0), batched, 5, covariance_type=covariance_type)
+    assert np.isnan(lp[1:]).all() and np.isnan(pr[1:]).all() and (lab[1:] == -1).all()
+    assert np.isnan(np.asarray(S)[1:]).all() and (np.asarray(L)[1:] == -1).all()
+    np.testing.assert_allclose(lp[0], gmmjax.log_prob(ps[0], X[0], covariance_type=covariance_type), rtol=1e-12)
+    np.testing.assert_array_equal(lab[0], gmmjax.predict(ps[0], X[0], covariance_type=covariance_type))
+    assert np.isfinite(np.asarray(S)[0]).all()
+    one = jax.tree_util.tree_map(lambda a: a[1], batched)
+    with pytest.raises(ValueError, match="positive definite"):
+        gmmjax.log_prob(one, X[0], covariance_type=covariance_type)
+
+
+def test_fit_batch_result_with_a_failed_fit_can_still_be_used():
+    """fit_batch leaves zero covariances where a constant dataset failed with
+    reg_covar=0; predict on the whole result answers the other dataset."""
+    X = np.random.default_rng(0).normal(size=(2, 40, 2)).astype(np.float32)
+    X[1] = 1.0
+    res = gmmjax.fit_batch(X, gmmjax.EMConfig(n_components=2, reg_covar=0.0), key=jax.random.key(0))
+    assert res.status.tolist() == [gmmjax.Status.CONVERGED, gmmjax.Status.NUMERICAL_FAILURE]
+    with pytest.warns(RuntimeWarning, match=r"1 of 2 datasets \(first: \[1\]\)"):
+        lab = np.asarray(gmmjax.predict(res.params, X))
+    assert (lab[1] == -1).all() and set(lab[0].tolist()) == {0, 1}
