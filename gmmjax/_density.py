@@ -9,18 +9,22 @@ and X must be finite (a ValueError, as scikit-learn's, rather than NaN or a labe
 a NaN point). Under jit the values cannot be checked: non-finite input gives NaN.
 Batched parameters are checked per dataset: a dataset without a usable model (what
 fit_batch leaves where a fit failed) gives NaN / label -1 and a RuntimeWarning, and
-its points are not checked; the other datasets are answered as usual.
+its points are not checked; the other datasets are answered as usual. A point so far
+from every component that every density underflows has log_prob -inf, NaN
+responsibilities and label -1 (with a RuntimeWarning outside jit).
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from gmmjax._compile import traced
 from gmmjax._em import highest_precision, weighted_log_prob
 from gmmjax._types import GMMParams
 from gmmjax._validate import _is_int, batched_params, check_covariance_type, check_finite_points, key_for
@@ -74,8 +78,10 @@ def _masked(values, mask, fill):
 def _log_resp_and_norm(params, X, covariance_type, batched):
     def one(p, x):
         wlp = weighted_log_prob(x, p, covariance_type).T  # (N, K), scikit-learn's layout
-        norm = logsumexp(wlp, axis=1)
-        return wlp - norm[:, None], norm
+        # log_softmax rather than scikit-learn's wlp - logsumexp(wlp) (equal up to
+        # rounding): far from every component (wlp ~ -1e20 in float32) the logsumexp
+        # absorbs its log K and every responsibility came out as 1.
+        return jax.nn.log_softmax(wlp, axis=1), logsumexp(wlp, axis=1)
 
     return jax.vmap(one)(params, X) if batched else one(params, X)
 
@@ -92,20 +98,43 @@ def log_prob(params: GMMParams, X, *, covariance_type: str = "full", mask=None):
     return _masked(_log_resp_and_norm(params, X, covariance_type, batched)[1], mask, jnp.nan)
 
 
+def _log_resp(params, X, covariance_type, mask):
+    """(log responsibilities, mask) for predict and predict_proba. A point so far from
+    every component that every density underflows (log_prob -inf: in float32 beyond
+    ~1e19 standard deviations, a sentinel value such as 1e30, say) has no
+    responsibilities: NaN, with a RuntimeWarning outside jit."""
+    params, X, batched, mask = _prepare(params, X, covariance_type, mask)
+    log_resp = _log_resp_and_norm(params, X, covariance_type, batched)[0]
+    if not traced((log_resp, mask)):
+        lost = np.isnan(np.asarray(log_resp[..., 0])) & (True if mask is None else np.asarray(mask))
+        if lost.any():
+            warnings.warn(
+                f"{int(lost.sum())} point(s) lie so far from every component that every density underflows "
+                f"in {X.dtype.name}: their responsibilities are NaN and their labels -1. Scale the data, "
+                "or fit in float64 (jax.config.update('jax_enable_x64', True)).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return log_resp, mask
+
+
 def predict_proba(params: GMMParams, X, *, covariance_type: str = "full", mask=None):
     """Responsibilities p(k | x_n): (N, K), or (B, N, K) for batched params (NaN where
-    ``mask``, as in `log_prob`, is False)."""
+    ``mask``, as in `log_prob`, is False, and for a point too far from every component:
+    see `_log_resp`)."""
     check_covariance_type(covariance_type)
-    params, X, batched, mask = _prepare(params, X, covariance_type, mask)
-    return _masked(jnp.exp(_log_resp_and_norm(params, X, covariance_type, batched)[0]), mask, jnp.nan)
+    log_resp, mask = _log_resp(params, X, covariance_type, mask)
+    return _masked(jnp.exp(log_resp), mask, jnp.nan)
 
 
 def predict(params: GMMParams, X, *, covariance_type: str = "full", mask=None):
     """Most probable component of each sample: (N,), or (B, N) for batched params (-1
-    where ``mask``, as in `log_prob`, is False)."""
+    where ``mask``, as in `log_prob`, is False, and for a point too far from every
+    component: see `_log_resp`)."""
     check_covariance_type(covariance_type)
-    params, X, batched, mask = _prepare(params, X, covariance_type, mask)
-    return _masked(jnp.argmax(_log_resp_and_norm(params, X, covariance_type, batched)[0], axis=-1), mask, -1)
+    log_resp, mask = _log_resp(params, X, covariance_type, mask)
+    labels = jnp.where(jnp.isnan(log_resp[..., 0]), -1, jnp.argmax(log_resp, axis=-1))
+    return _masked(labels, mask, -1)
 
 
 def _cov_factor(cov, covariance_type, K, D):

@@ -130,6 +130,12 @@ def _seed_for_sklearn(random_state):
     return random_state
 
 
+def _labels(resp):
+    """argmax over the components of resp (..., K); -1 where resp is NaN (a point too
+    far from every component: `gmmjax._density._log_resp`)."""
+    return np.where(np.isnan(resp[..., 0]), -1, np.argmax(resp, axis=-1))
+
+
 def _pad_rows(X, n_to):
     """(n_to, D) zeros-padded copy of X (N, D) and (n_to,) weights: 1 then 0."""
     N = X.shape[-2]
@@ -623,8 +629,9 @@ class GaussianMixture(_MixtureBase):
         return self._density(self._checked(X), "proba")
 
     def predict(self, X):
-        """Most probable component of each sample: (n_samples,) int."""
-        return np.argmax(self.predict_proba(X), axis=1)
+        """Most probable component of each sample: (n_samples,) int (-1 for a point too
+        far from every component for its density to be represented, with a warning)."""
+        return _labels(self.predict_proba(X))
 
     def bic(self, X):
         """Bayesian information criterion on X (lower is better); scikit-learn's formula."""
@@ -1055,7 +1062,7 @@ class BatchGaussianMixture(_MixtureBase):
     def predict(self, Xs, *, mask=None, lengths=None):
         """Labels: a list of (N_i,) int arrays, or (B, N) (-1 where masked)."""
         resp, _, usable, lens = self._evaluate(Xs, mask, lengths)
-        return self._out(np.argmax(resp, axis=-1), usable, -1, lens)
+        return self._out(_labels(resp), usable, -1, lens)
 
     def score(self, Xs, y=None, *, mask=None, lengths=None):
         """(B,) mean log-likelihood of each dataset (NaN for a dataset with no model)."""

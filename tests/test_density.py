@@ -178,3 +178,26 @@ def test_fit_batch_result_with_a_failed_fit_can_still_be_used():
     with pytest.warns(RuntimeWarning, match=r"1 of 2 datasets \(first: \[1\]\)"):
         lab = np.asarray(gmmjax.predict(res.params, X))
     assert (lab[1] == -1).all() and set(lab[0].tolist()) == {0, 1}
+
+
+def test_points_far_from_every_component_in_float32():
+    """At 1e10 standard deviations (float32) logsumexp absorbed the log K and every
+    responsibility came out 1; they now sum to one. At 1e20 and at float32's largest
+    value (a sentinel) every density underflows: log_prob -inf, responsibilities NaN
+    and label -1 with a warning, also from the estimator; under jit, NaN / -1."""
+    p = gmmjax.GMMParams(
+        np.array([0.5, 0.5], np.float32), np.array([[0, 0], [3, 3]], np.float32), np.stack([np.eye(2, dtype=np.float32)] * 2)
+    )
+    X = np.array([[1, 1], [1e10, 1e10], [1e20, 1e20], [np.finfo(np.float32).max, 0]], np.float32)
+    lp = np.asarray(gmmjax.log_prob(p, X))
+    assert np.isfinite(lp[:2]).all() and np.isneginf(lp[2:]).all()
+    with pytest.warns(RuntimeWarning, match=r"2 point\(s\) lie so far from every component"):
+        pr = np.asarray(gmmjax.predict_proba(p, X))
+    np.testing.assert_allclose(pr[:2].sum(axis=1), 1.0, rtol=1e-6)
+    assert np.isnan(pr[2:]).all()
+    with pytest.warns(RuntimeWarning, match="float32"):
+        assert np.asarray(gmmjax.predict(p, X)).tolist()[2:] == [-1, -1]
+    assert np.asarray(jax.jit(gmmjax.predict)(p, X)).tolist()[2:] == [-1, -1]
+    gm = gmmjax.GaussianMixture(2, random_state=0).fit(np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32))
+    with pytest.warns(RuntimeWarning, match="so far from every component"):
+        assert gm.predict(X).tolist()[2:] == [-1, -1]
