@@ -27,7 +27,7 @@ from jax.scipy.special import logsumexp
 from gmmjax._compile import traced
 from gmmjax._em import highest_precision, weighted_log_prob
 from gmmjax._types import GMMParams
-from gmmjax._validate import _is_int, batched_params, check_covariance_type, check_finite_points, key_for
+from gmmjax._validate import _is_int, batched_params, check_covariance_type, check_finite_points, key_for, user_stacklevel
 from gmmjax._validate import params as _validate_params
 
 
@@ -36,7 +36,7 @@ def _prepare(params, X, covariance_type, mask=None):
     with a feature axis, and the optional mask (X.shape[:-1] bool). Masked points may
     hold anything (they become 0 here); an unmasked NaN or inf raises."""
     batched = np.ndim(params.weights) == 2 if isinstance(params, GMMParams) else False
-    params, ok = batched_params(params, covariance_type, stacklevel=4) if batched else (_validate_params(params, covariance_type), None)
+    params, ok = batched_params(params, covariance_type) if batched else (_validate_params(params, covariance_type), None)
     X = X if isinstance(X, jax.Array) else np.asarray(X)
     want = 3 if batched else 2
     if X.ndim == want - 1:
@@ -106,14 +106,14 @@ def _log_resp(params, X, covariance_type, mask):
     params, X, batched, mask = _prepare(params, X, covariance_type, mask)
     log_resp = _log_resp_and_norm(params, X, covariance_type, batched)[0]
     if not traced((log_resp, mask)):
-        lost = np.isnan(np.asarray(log_resp[..., 0])) & (True if mask is None else np.asarray(mask))
-        if lost.any():
+        lost = jnp.sum(jnp.isnan(log_resp[..., 0]) & (True if mask is None else mask))  # one number to the host
+        if int(lost):
             warnings.warn(
-                f"{int(lost.sum())} point(s) lie so far from every component that every density underflows "
-                f"in {X.dtype.name}: their responsibilities are NaN and their labels -1. Scale the data, "
-                "or fit in float64 (jax.config.update('jax_enable_x64', True)).",
+                f"{int(lost)} point(s) lie so far from every component that every density underflows "
+                f"in {X.dtype.name}: their responsibilities are NaN and their labels -1. Scale the data"
+                + (", or fit in float64 (jax.config.update('jax_enable_x64', True))." if X.dtype != jnp.float64 else "."),
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
     return log_resp, mask
 

@@ -7,6 +7,8 @@ Nothing here runs inside jit: problems found inside a compiled fit become a per-
 from __future__ import annotations
 
 import numbers
+import os
+import sys
 import warnings
 
 import jax
@@ -15,6 +17,17 @@ import numpy as np
 
 from gmmjax._covariance import COVARIANCE
 from gmmjax._types import COVARIANCE_TYPES, INITS, TRACES, GMMParams
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` for warnings.warn called from gmmjax's code: the first frame outside
+    the gmmjax package (the user's line), however deep the call (pandas'
+    find_stack_level; Python 3.12's skip_file_prefixes does this, 3.11 has no such)."""
+    pkg = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1  # the caller of this function: warn's caller
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(pkg):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _is_int(v):
@@ -74,7 +87,7 @@ def _as_float_array(x):
             "jax.config.update('jax_enable_x64', True) for float64, or pass float32 data "
             "to silence this warning.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=user_stacklevel(),
         )
         x = x.astype(np.float32)
     return x if isinstance(x, jax.Array) else jax.device_put(x)  # jnp.asarray compiles a program per shape
@@ -344,6 +357,8 @@ def usable_datasets(p: GMMParams, covariance_type) -> np.ndarray:
     one, covariances symmetric and positive definite)."""
     w, m, c = (np.asarray(a, np.float64) for a in p)
     B = w.shape[0]
+    if B == 0:
+        return np.ones(0, bool)
     flat = lambda a: a.reshape(B, -1)  # noqa: E731
     ok = np.isfinite(flat(w)).all(1) & np.isfinite(flat(m)).all(1) & np.isfinite(flat(c)).all(1)
     ok &= (w >= 0).all(1) & np.isclose(w.sum(1), 1.0, atol=1e-5)  # as params' allclose
@@ -369,7 +384,7 @@ def with_stand_ins(p: GMMParams, ok, covariance_type) -> GMMParams:
     ))
 
 
-def batched_params(p, covariance_type, *, what="params", stacklevel=3):
+def batched_params(p, covariance_type, *, what="params"):
     """(GMMParams, ok) for batched params as the density functions take them: shapes
     checked as `params`; values per dataset, so that one dataset without a usable model
     (as fit_batch leaves where a fit failed) never fails the batch. Such datasets get a
@@ -387,7 +402,7 @@ def batched_params(p, covariance_type, *, what="params", stacklevel=3):
         "values, weights not summing to 1 or covariances not positive definite (what fit_batch leaves "
         "where a fit failed, status NUMERICAL_FAILURE). Their results are NaN (labels -1).",
         RuntimeWarning,
-        stacklevel=stacklevel,
+        stacklevel=user_stacklevel(),
     )
     return GMMParams(*(jnp.asarray(a) for a in with_stand_ins(p, ok, covariance_type))), ok
 

@@ -96,7 +96,7 @@ def fit(result, X, *, covariance_type: str = "full", ax=None, features=None, col
     point_colors = None
     if D >= 2 and len(X):
         labels = np.asarray(gmmjax.predict(params, X, covariance_type=covariance_type))
-        point_colors = [colors[k] for k in labels]
+        point_colors = [colors[k] if k >= 0 else "lightgray" for k in labels]  # -1: no component (predict)
     if ax is None:
         ax = _new_axes((6.5, 4.2))
     snap = GMMParams(*(np.asarray(a, np.float64)[None] for a in params))

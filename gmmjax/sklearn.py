@@ -570,7 +570,7 @@ class GaussianMixture(_MixtureBase):
             res = jax.device_get(res)
         self._print_verbose(res)
         self._set_result(res, dtype)
-        return np.argmax(self._density(X, "proba"), axis=1)
+        return _labels(self._density(X, "proba"))
 
     def _set_result(self, res, dtype):
         status = Status(int(res.status))
@@ -610,7 +610,8 @@ class GaussianMixture(_MixtureBase):
         fn = _log_prob if what == "log_prob" else _predict_proba
         with _precision(dtype):
             params = GMMParams(*(jnp.asarray(a) for a in self._fitted_params()))
-            return np.asarray(fn(params, Xp, covariance_type=self.covariance_type))[:n]
+            mask = np.arange(len(Xp)) < n  # the padding rows: never counted, never warned about
+            return np.asarray(fn(params, Xp, covariance_type=self.covariance_type, mask=mask))[:n]
 
     def _checked(self, X):
         check_is_fitted(self)
@@ -625,7 +626,9 @@ class GaussianMixture(_MixtureBase):
         return float(np.mean(self.score_samples(X)))
 
     def predict_proba(self, X):
-        """Responsibilities p(k | x): (n_samples, n_components)."""
+        """Responsibilities p(k | x): (n_samples, n_components) (NaN rows, with a
+        warning, for points too far from every component for their densities to be
+        represented)."""
         return self._density(self._checked(X), "proba")
 
     def predict(self, X):
@@ -991,8 +994,9 @@ class BatchGaussianMixture(_MixtureBase):
             )
 
     # -- evaluation
-    def _evaluate(self, Xs, mask, lengths):
-        """(log_resp (B, N, K), log density (B, N), usable (B, N), list_lengths)."""
+    def _evaluate(self, Xs, mask, lengths, what):
+        """(values, usable (B, N), list_lengths): values the responsibilities (B, N, K)
+        for ``what`` "proba", else the log densities (B, N)."""
         check_is_fitted(self)
         X, valid, lens = _as_batch(Xs, mask, lengths, n_features=self.n_features_in_)
         B, N, D = X.shape
@@ -1006,11 +1010,13 @@ class BatchGaussianMixture(_MixtureBase):
         dtype = self.means_.dtype
         Xp = np.zeros((B, _bucket(N), D), dtype)
         Xp[:, :N] = np.where(usable[..., None], X, 0.0)
+        fn = _predict_proba if what == "proba" else _log_prob
         with _precision(dtype):
             params = GMMParams(*(jnp.asarray(a) for a in params))
-            norm = np.asarray(_log_prob(params, Xp, covariance_type=self.covariance_type))[:, :N]
-            resp = np.asarray(_predict_proba(params, Xp, covariance_type=self.covariance_type))[:, :N]
-        return resp, norm, usable, lens
+            mask = np.zeros(Xp.shape[:2], bool)
+            mask[:, :N] = usable  # padding and datasets without a model: never counted, never warned about
+            values = np.asarray(fn(params, Xp, covariance_type=self.covariance_type, mask=mask))[:, :N]
+        return values, usable, lens
 
     def _refit_afresh(self, res, Xp, w, idx):
         """res (on the host) with datasets idx fitted as a cold fit would (their keys,
@@ -1051,28 +1057,31 @@ class BatchGaussianMixture(_MixtureBase):
 
     def score_samples(self, Xs, *, mask=None, lengths=None):
         """Per-sample log density: a list of (N_i,) arrays, or (B, N) (NaN where masked)."""
-        _, norm, usable, lens = self._evaluate(Xs, mask, lengths)
+        norm, usable, lens = self._evaluate(Xs, mask, lengths, "log_prob")
         return self._out(norm, usable, np.nan, lens)
 
     def predict_proba(self, Xs, *, mask=None, lengths=None):
-        """Responsibilities: a list of (N_i, K) arrays, or (B, N, K) (NaN where masked)."""
-        resp, _, usable, lens = self._evaluate(Xs, mask, lengths)
+        """Responsibilities: a list of (N_i, K) arrays, or (B, N, K) (NaN where masked,
+        for a dataset without a model, and for a point too far from every component,
+        with a warning)."""
+        resp, usable, lens = self._evaluate(Xs, mask, lengths, "proba")
         return self._out(resp, usable, np.nan, lens)
 
     def predict(self, Xs, *, mask=None, lengths=None):
-        """Labels: a list of (N_i,) int arrays, or (B, N) (-1 where masked)."""
-        resp, _, usable, lens = self._evaluate(Xs, mask, lengths)
+        """Labels: a list of (N_i,) int arrays, or (B, N) (-1 where masked, for a dataset
+        without a model, and for a point too far from every component, with a warning)."""
+        resp, usable, lens = self._evaluate(Xs, mask, lengths, "proba")
         return self._out(_labels(resp), usable, -1, lens)
 
     def score(self, Xs, y=None, *, mask=None, lengths=None):
         """(B,) mean log-likelihood of each dataset (NaN for a dataset with no model)."""
-        _, norm, usable, _ = self._evaluate(Xs, mask, lengths)
+        norm, usable, _ = self._evaluate(Xs, mask, lengths, "log_prob")
         n = usable.sum(axis=1)
         with np.errstate(invalid="ignore"):
             return np.where(n > 0, np.where(usable, norm, 0.0).sum(axis=1) / np.maximum(n, 1), np.nan)
 
     def _criterion(self, Xs, mask, lengths, penalty):
-        _, norm, usable, _ = self._evaluate(Xs, mask, lengths)
+        norm, usable, _ = self._evaluate(Xs, mask, lengths, "log_prob")
         n = usable.sum(axis=1)
         total = np.where(usable, norm, 0.0).sum(axis=1)
         with np.errstate(divide="ignore"):

@@ -1,9 +1,12 @@
 """log_prob, predict_proba, predict and sample against SciPy and scikit-learn."""
 
+import warnings
+
 import jax
 import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 import gmmjax
@@ -201,3 +204,34 @@ def test_points_far_from_every_component_in_float32():
     gm = gmmjax.GaussianMixture(2, random_state=0).fit(np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32))
     with pytest.warns(RuntimeWarning, match="so far from every component"):
         assert gm.predict(X).tolist()[2:] == [-1, -1]
+
+
+def test_far_points_warn_once_at_the_users_line_and_only_for_real_points():
+    """The warning points to the caller's line whatever the depth (the function, the
+    estimator); an estimator's padding rows (zeros, far from data at 2**60) are not
+    counted, and its log densities (score, bic) do not warn about labels."""
+    X = np.full((8, 1), 2.0**60, np.float32)  # constant: a variance of reg_covar, 1e21 sd from 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # nothing about padding in fit or predict
+        gm = gmmjax.GaussianMixture(1, random_state=0).fit(X)
+        assert gm.predict(X).tolist() == [0] * 8
+        with pytest.warns(ConvergenceWarning, match="DEGENERATE"):
+            bgm = gmmjax.BatchGaussianMixture(1, random_state=0).fit([X, X[:5]])
+        assert [a.tolist() for a in bgm.predict([X, X[:5]])] == [[0] * 8, [0] * 5]
+        far = [np.float32(1e30) * np.ones((2, 1), np.float32), X[:5]]
+        assert np.isneginf(bgm.score_samples(far)[0]).all() and np.isinf(bgm.bic(far)[0])
+    for call in (lambda: gm.predict(X * 0 + 1e30), lambda: bgm.predict(far), lambda: gmmjax.predict(gm_params(gm), X * 0 + 1e30)):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            call()
+        assert [w.filename for w in seen] == [__file__], [(w.filename, str(w.message)) for w in seen]
+
+
+def gm_params(gm):
+    return gmmjax.GMMParams(gm.weights_, gm.means_, gm.covariances_)
+
+
+def test_batched_params_of_no_datasets():
+    p0 = gmmjax.GMMParams(np.zeros((0, 2)), np.zeros((0, 2, 2)), np.zeros((0, 2, 2, 2)))
+    assert np.asarray(gmmjax.log_prob(p0, np.zeros((0, 5, 2)))).shape == (0, 5)
+    assert np.asarray(gmmjax.sample(jax.random.key(0), p0, 3)[0]).shape == (0, 3, 2)
