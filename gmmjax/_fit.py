@@ -230,10 +230,16 @@ def _prepare(X, w, config: EMConfig, n_active) -> _Prepared:
     X = jnp.where(keep[:, None], X, 0.0)
     wk = jnp.where(keep, w, 0.0)
     total = jnp.sum(wk)
-    shift = jnp.where(total > 0, (wk @ X) / jnp.where(total > 0, total, 1.0), 0.0)
+    # The mean as a kept row plus the mean offset from it: exact for constant data, whose
+    # centred values are then exactly 0 (a plain mean of 50 copies of 1e30 in float32
+    # is off by an ulp, 7.6e22, whose square overflows the diag M-step's sums).
+    ref = X[jnp.argmax(keep)]
+    Xr = jnp.where(keep[:, None], X - ref, 0.0)
+    offset = jnp.where(total > 0, (wk @ Xr) / jnp.where(total > 0, total, 1.0), 0.0)
+    shift = ref + offset
     mean_w = jnp.where(total > 0, total / jnp.maximum(jnp.sum(keep), 1).astype(total.dtype), 1.0)
     return _Prepared(
-        X=jnp.where(keep[:, None], X - shift, 0.0),
+        X=jnp.where(keep[:, None], Xr - offset, 0.0),
         w=jnp.where(keep, w / mean_w, 0.0),
         skip=nonfinite | too_few,
         bad_status=jnp.where(nonfinite, Status.NONFINITE_INPUT, Status.TOO_FEW_POINTS).astype(jnp.int32),

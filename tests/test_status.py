@@ -66,6 +66,17 @@ def test_constant_data_gives_reg_covar_and_degenerate():
     assert np.isfinite(float(res.log_likelihood))
 
 
+def test_constant_data_far_out_is_degenerate_for_every_covariance_type():
+    """50 copies of 1e30 in float32: a plain mean is an ulp off (7.6e22), whose square
+    overflowed the diag and spherical M-step (NUMERICAL_FAILURE, LL -inf, where full
+    and tied gave DEGENERATE). Centred exactly, all four agree."""
+    X = np.full((50, 2), 1e30, np.float32)
+    for ct in ("full", "tied", "diag", "spherical"):
+        res = gmmjax.fit(X, gmmjax.EMConfig(2, covariance_type=ct, max_iter=5), key=jax.random.key(0))
+        assert int(res.status) == Status.DEGENERATE, ct
+        assert np.isfinite(float(res.log_likelihood)) and np.allclose(np.asarray(res.params.means)[0], 1e30)
+
+
 def test_collapsed_component_is_degenerate(rng):
     # 30 copies of one point beside a Gaussian cloud: one component sits on the copies.
     X = np.concatenate([rng.normal(size=(100, 2)), np.tile([[8.0, 8.0]], (30, 1))])
