@@ -285,10 +285,19 @@ def best_restart(status, log_likelihood):
     collapsed (DEGENERATE) restart only when no healthy one exists, since a component
     on a single point inflates the likelihood; failed (NUMERICAL_FAILURE) ones last.
     The one rule for the engine, the estimators and the pictures.
+
+    Restarts within rounding of the highest (8 eps relative) count as tied, and the
+    first of them is kept, as scikit-learn keeps the first of exact ties. Two restarts
+    often reach the same fit with the components swapped; which of them came out an
+    ulp higher depended on rounding (the padded length of the batch, say), and so did
+    the order of the returned components.
     """
     rank = jnp.where(status == Status.NUMERICAL_FAILURE, 0, jnp.where(status == Status.DEGENERATE, 1, 2))
     score = jnp.where(rank == jnp.max(rank), log_likelihood, -jnp.inf)
-    return jnp.argmax(score)
+    top = jnp.max(score)
+    eps = jnp.finfo(score.dtype).eps if jnp.issubdtype(score.dtype, jnp.floating) else 0.0
+    tied = score >= top - 8 * eps * jnp.maximum(jnp.abs(top), 1.0)
+    return jnp.argmax(tied & (score > -jnp.inf) | (top == -jnp.inf))
 
 
 def _select(results: FitResult, risky, prep: _Prepared, config: EMConfig):

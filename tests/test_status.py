@@ -184,3 +184,21 @@ def test_healthy_restart_beats_a_collapsed_one_with_higher_likelihood():
     # Where every restart collapsed, a collapsed one is kept (and says so).
     for i in np.flatnonzero(~healthy.any(axis=1)):
         assert int(res.status[i]) == Status.DEGENERATE
+
+
+def test_best_restart_keeps_the_first_of_restarts_tied_within_rounding():
+    """Restarts within 8 eps of the best count as tied (often the same fit with its
+    components swapped): the first is kept, so the order of the returned components no
+    longer follows rounding (a batch's padded length). Statuses still come first."""
+    from gmmjax._fit import best_restart
+
+    ok = np.zeros(3, np.int32)
+    for dtype in (np.float32, np.float64):
+        ll = np.array([-3.5, -3.5, -4.0], dtype)
+        ll[1] = np.nextafter(ll[0], 0)  # an ulp higher
+        assert int(best_restart(ok, ll)) == 0
+        ll[1] = -3.4  # clearly higher
+        assert int(best_restart(ok, ll)) == 1
+    ll = np.array([-3.5, -1.0, -np.inf])
+    assert int(best_restart(np.array([0, Status.DEGENERATE, 0]), ll)) == 0  # healthy before collapsed
+    assert int(best_restart(np.array([3, 3, 3]), np.full(3, -np.inf))) == 0
