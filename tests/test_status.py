@@ -66,13 +66,13 @@ def test_constant_data_gives_reg_covar_and_degenerate():
     assert np.isfinite(float(res.log_likelihood))
 
 
-def test_constant_data_far_out_is_degenerate_for_every_covariance_type():
-    """50 copies of 1e30 in float32: a plain mean is an ulp off (7.6e22), whose square
+def test_constant_data_far_out_is_degenerate_not_a_failure():
+    """Copies of 1e30 in float32: a plain mean is an ulp off (7.6e22), whose square
     overflowed the diag and spherical M-step (NUMERICAL_FAILURE, LL -inf, where full
-    and tied gave DEGENERATE). Centred exactly, all four agree."""
-    X = np.full((50, 2), 1e30, np.float32)
-    for ct in ("full", "tied", "diag", "spherical"):
-        res = gmmjax.fit(X, gmmjax.EMConfig(2, covariance_type=ct, max_iter=5), key=jax.random.key(0))
+    and tied gave DEGENERATE). Centred exactly, they agree."""
+    X = np.full((200, 2), 1e30, np.float32)  # the shape and configs of the test above: no new compilation
+    for ct in ("diag", "spherical"):
+        res = gmmjax.fit(X, gmmjax.EMConfig(2, covariance_type=ct), key=jax.random.key(0))
         assert int(res.status) == Status.DEGENERATE, ct
         assert np.isfinite(float(res.log_likelihood)) and np.allclose(np.asarray(res.params.means)[0], 1e30)
 
@@ -95,7 +95,7 @@ def test_component_on_one_point_without_reg_covar_is_degenerate(rng, covariance_
     config = gmmjax.EMConfig(2, covariance_type=covariance_type, reg_covar=0.0)
     with jax.enable_x64(dtype == np.float64):
         assert int(gmmjax.fit(X[:2], config, key=jax.random.key(0)).status) == Status.DEGENERATE
-        one_point = np.concatenate([X, np.repeat(X[:1] + 5, 10, axis=0)])
+        one_point = np.concatenate([X, np.repeat(X[:1] + 5, 100, axis=0)])  # 200 points, as below: one compilation
         # (a variance of exactly 0 on the way fails the E-step instead: NUMERICAL_FAILURE)
         assert int(gmmjax.fit(one_point, config, key=jax.random.key(0)).status) in (
             Status.DEGENERATE, Status.NUMERICAL_FAILURE)
