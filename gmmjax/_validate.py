@@ -328,17 +328,40 @@ def params(p, covariance_type, *, K=None, D=None, batch=None, name="params", dty
                 f"covariance_type={covariance_type!r}; got {arr.shape}."
             )
     if values and all(_concrete(a) for a in arrs):
-        w, m, c = (np.asarray(a, np.float64) for a in arrs)
-        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(m)) and np.all(np.isfinite(c))):
+        bad = _value_problems(GMMParams(*arrs), covariance_type)  # checked in this order
+        if bad["finite"].any():
             raise ValueError(f"{name} must be finite.")
-        if np.any(w < 0) or not np.allclose(w.sum(-1), 1.0, atol=1e-5):
-            raise ValueError(f"{name}.weights must be >= 0 and sum to 1 (got sums {np.unique(w.sum(-1))[:3]}).")
-        if covariance_type in ("full", "tied") and _asymmetric(c):
+        if bad["weights"].any():
+            sums = np.asarray(arrs[0], np.float64).sum(-1)
+            raise ValueError(f"{name}.weights must be >= 0 and sum to 1 (got sums {np.unique(sums)[:3]}).")
+        if bad["symmetric"].any():
             raise ValueError(f"{name}.covariances must be symmetric (covariance_type={covariance_type!r}).")
-        pd = np.all(c > 0) if covariance_type in ("diag", "spherical") else np.all(np.linalg.eigvalsh(c) > 0)
-        if not pd:
+        if bad["positive definite"].any():
             raise ValueError(f"{name}.covariances must be positive definite (covariance_type={covariance_type!r}).")
     return GMMParams(*arrs)
+
+
+def _value_problems(p: GMMParams, covariance_type) -> dict:
+    """What `params` checks of concrete values, per mixture: {check: (B,) bool, True
+    where mixture b fails it}, B the mixtures of params with any leading axes (1
+    without). Each check looks only at mixtures that pass the ones before it (finite,
+    weights >= 0 summing to one, symmetric covariances, positive definite ones)."""
+    lead = np.shape(p.weights)[:-1]
+    B = int(np.prod(lead))
+    w, m, c = (np.asarray(a, np.float64).reshape((B,) + np.shape(a)[len(lead):]) for a in p)
+    flat = lambda a: a.reshape(B, int(np.prod(a.shape[1:])))  # noqa: E731  (B may be 0)
+    bad = {"finite": ~(np.isfinite(flat(w)).all(1) & np.isfinite(flat(m)).all(1) & np.isfinite(flat(c)).all(1))}
+    bad["weights"] = ~bad["finite"] & ~((w >= 0).all(1) & np.isclose(w.sum(1), 1.0, atol=1e-5))
+    ok = ~bad["finite"] & ~bad["weights"]
+    if covariance_type in ("diag", "spherical"):
+        bad["symmetric"] = np.zeros(B, bool)
+        bad["positive definite"] = ok & ~(flat(c) > 0).all(1)
+        return bad
+    c = np.where(ok.reshape((B,) + (1,) * (c.ndim - 1)), c, np.eye(c.shape[-1]))  # eigvalsh needs finite input
+    bad["symmetric"] = ok & _asymmetric(c, axis=tuple(range(1, c.ndim)))
+    ok &= ~bad["symmetric"]
+    bad["positive definite"] = ok & ~(flat(np.linalg.eigvalsh(c)) > 0).all(1)
+    return bad
 
 
 def _asymmetric(c, axis=None):
@@ -355,18 +378,7 @@ def usable_datasets(p: GMMParams, covariance_type) -> np.ndarray:
     """(B,) bool for batched GMMParams of concrete arrays (shapes already checked): True
     where dataset b's values pass what `params` checks (finite, weights >= 0 summing to
     one, covariances symmetric and positive definite)."""
-    w, m, c = (np.asarray(a, np.float64) for a in p)
-    B = w.shape[0]
-    if B == 0:
-        return np.ones(0, bool)
-    flat = lambda a: a.reshape(B, -1)  # noqa: E731
-    ok = np.isfinite(flat(w)).all(1) & np.isfinite(flat(m)).all(1) & np.isfinite(flat(c)).all(1)
-    ok &= (w >= 0).all(1) & np.isclose(w.sum(1), 1.0, atol=1e-5)  # as params' allclose
-    if covariance_type in ("diag", "spherical"):
-        return ok & (flat(c) > 0).all(1)
-    c = np.where(ok.reshape((B,) + (1,) * (c.ndim - 1)), c, np.eye(c.shape[-1]))  # eigvalsh needs finite input
-    ok &= ~_asymmetric(c, axis=tuple(range(1, c.ndim)))
-    return ok & (flat(np.linalg.eigvalsh(c)) > 0).all(1)
+    return ~np.any(list(_value_problems(p, covariance_type).values()), axis=0)
 
 
 def with_stand_ins(p: GMMParams, ok, covariance_type) -> GMMParams:
@@ -377,8 +389,8 @@ def with_stand_ins(p: GMMParams, ok, covariance_type) -> GMMParams:
     arrs = [np.asarray(a) for a in p]
     B, K = arrs[0].shape
     D = arrs[1].shape[-1]
-    unit = {"full": np.eye(D)[None].repeat(K, 0), "tied": np.eye(D), "diag": np.ones((K, D)), "spherical": np.ones(K)}
-    stand_in = (np.full(K, 1.0 / K), np.zeros((K, D)), unit[covariance_type])
+    unit = np.asarray(COVARIANCE[covariance_type].identity(K, D, np.float32))  # exact in any dtype
+    stand_in = (np.full(K, 1.0 / K), np.zeros((K, D)), unit)
     return GMMParams(*(
         np.where(np.reshape(ok, (B,) + (1,) * s.ndim), a, s.astype(a.dtype)) for a, s in zip(arrs, stand_in)
     ))
