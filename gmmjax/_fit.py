@@ -294,10 +294,9 @@ def best_restart(status, log_likelihood):
     """
     rank = jnp.where(status == Status.NUMERICAL_FAILURE, 0, jnp.where(status == Status.DEGENERATE, 1, 2))
     score = jnp.where(rank == jnp.max(rank), log_likelihood, -jnp.inf)
-    top = jnp.max(score)
-    eps = jnp.finfo(score.dtype).eps if jnp.issubdtype(score.dtype, jnp.floating) else 0.0
-    tied = score >= top - 8 * eps * jnp.maximum(jnp.abs(top), 1.0)
-    return jnp.argmax(tied & (score > -jnp.inf) | (top == -jnp.inf))
+    top = jnp.max(score)  # -inf when every restart's is: then all count as tied
+    tied = score >= top - 8 * jnp.finfo(score.dtype).eps * jnp.maximum(jnp.abs(top), 1.0)
+    return jnp.argmax(tied)
 
 
 def _select(results: FitResult, risky, prep: _Prepared, config: EMConfig):
