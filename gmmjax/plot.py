@@ -272,8 +272,7 @@ def batch_summary(result, *, axes=None, bins: int = 30, title: Optional[str] = N
     if np.ndim(result.log_likelihood) == 0:
         raise ValueError("batch_summary expects the result of gmmjax.fit_batch (one value per dataset); "
                          "for one fit use plot.loglik or plot.fit.")
-    if not isinstance(bins, (int, np.integer)) or isinstance(bins, bool) or bins < 1:
-        raise ValueError(f"bins must be an integer >= 1, got {bins!r}.")
+    P.check_positive_int("bins", bins)
     if axes is None:
         fig = plt.figure(figsize=(12.0, 3.6), layout="constrained")
         axes = fig.subplots(1, 3)

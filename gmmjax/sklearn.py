@@ -65,6 +65,7 @@ from gmmjax._density import log_prob as _log_prob
 from gmmjax._density import predict_proba as _predict_proba
 from gmmjax._density import sample as _sample
 from gmmjax._compile import engine_jit
+from gmmjax._covariance import COVARIANCE
 from gmmjax._fit import _fit_dataset, best_restart, fit, fit_batch, status_counts
 from gmmjax._init import init_params as _engine_init
 from gmmjax._select import n_parameters
@@ -328,8 +329,7 @@ class _MixtureBase(DensityMixin, BaseEstimator):
         )
 
     def _cov_shape(self, D):
-        K = self.n_components
-        return {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}[self.covariance_type]
+        return COVARIANCE[self.covariance_type].shape(self.n_components, D)
 
     def _check_warm_covariances(self, D, batch=False):
         want = self._cov_shape(D)
@@ -606,12 +606,12 @@ class GaussianMixture(_MixtureBase):
         """``what`` ("log_prob" or "proba") of validated X (n_samples, n_features)."""
         dtype = self.means_.dtype
         n = X.shape[0]
-        Xp, _ = _pad_rows(np.asarray(X, dtype), _bucket(n))
+        Xp, w = _pad_rows(np.asarray(X, dtype), _bucket(n))
         fn = _log_prob if what == "log_prob" else _predict_proba
         with _precision(dtype):
             params = GMMParams(*(jnp.asarray(a) for a in self._fitted_params()))
-            mask = np.arange(len(Xp)) < n  # the padding rows: never counted, never warned about
-            return np.asarray(fn(params, Xp, covariance_type=self.covariance_type, mask=mask))[:n]
+            # mask: the padding rows (weight 0), never counted, never warned about
+            return np.asarray(fn(params, Xp, covariance_type=self.covariance_type, mask=w > 0))[:n]
 
     def _checked(self, X):
         check_is_fitted(self)
