@@ -334,12 +334,19 @@ def select_n_components(
 
 # ---------------------------------------------------------------- plain criteria
 def _data_and_weights(params: GMMParams, X, mask, covariance_type):
-    """(params, X, w, batched): params checked (`gmmjax._validate.params`; batched ones
-    by their shapes only: a dataset without a usable model, as a fit_batch result may
-    hold, scores +inf rather than failing the batch), X (N, D) or (B, N, D) and weights
-    (0 where masked); a non-finite unmasked point raises."""
+    """(params, X, w, batched, ok): params checked (`gmmjax._validate.params`; batched
+    ones per dataset by `_validate.batched_params`: a dataset without a usable model, as
+    a fit_batch result may hold, scores +inf with a warning rather than failing the
+    batch; ok (B,) is False there, None for one mixture or traced params), X (N, D) or
+    (B, N, D) and weights (0 where masked); a non-finite unmasked point raises."""
     batched = np.ndim(params.weights) == 2 if isinstance(params, GMMParams) else False
-    params = _validate.params(params, covariance_type, values=not batched)
+    ok = None
+    if batched:
+        params, ok = _validate.batched_params(
+            params, covariance_type, results="Their criteria are +inf (never selected)."
+        )
+    else:
+        params = _validate.params(params, covariance_type)
     if batched:
         X, w = _validate.batch(X, mask, None)
         if X.shape[0] != params.weights.shape[0]:
@@ -348,8 +355,10 @@ def _data_and_weights(params: GMMParams, X, mask, covariance_type):
         if mask is not None:
             raise ValueError("mask is only for batched params (weights of shape (B, K)).")
         X, w = _validate.one_dataset(X, None)
+    if ok is not None:
+        w = jnp.where(jnp.asarray(ok)[:, None], w, 0.0)  # a dataset without a model: its points are not checked
     _validate.check_finite_points(X, w)
-    return params, X, w, batched
+    return params, X, w, batched, ok
 
 
 @functools.partial(jax.jit, static_argnames=("covariance_type", "batched"))
@@ -367,11 +376,13 @@ def _criteria_of_params(params, X, w, covariance_type, batched):
 
 def _criterion(name, params, X, covariance_type, mask):
     check_covariance_type(covariance_type)
-    params, X, w, batched = _data_and_weights(params, X, mask, covariance_type)
+    params, X, w, batched, ok = _data_and_weights(params, X, mask, covariance_type)
     if X.shape[-1] != params.means.shape[-1]:
         raise ValueError(f"X has {X.shape[-1]} features but the means have {params.means.shape[-1]}.")
     X, w = X.astype(params.means.dtype), w.astype(params.means.dtype)
     out = np.asarray(_criteria_of_params(params, X, w, covariance_type, batched)[..., CRITERIA.index(name)])
+    if ok is not None:
+        out = np.where(ok, out, np.inf)
     return out if batched else float(out)
 
 

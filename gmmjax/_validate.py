@@ -396,12 +396,12 @@ def with_stand_ins(p: GMMParams, ok, covariance_type) -> GMMParams:
     ))
 
 
-def batched_params(p, covariance_type, *, what="params"):
+def batched_params(p, covariance_type, *, what="params", results="Their results are NaN (labels -1)."):
     """(GMMParams, ok) for batched params as the density functions take them: shapes
     checked as `params`; values per dataset, so that one dataset without a usable model
     (as fit_batch leaves where a fit failed) never fails the batch. Such datasets get a
-    stand-in (`with_stand_ins`), ok[b] False, and a warning that their results are
-    NaN. ok is None for traced params, which cannot be checked."""
+    stand-in (`with_stand_ins`), ok[b] False, and a warning that ends with ``results``
+    (what the caller gives them). ok is None for traced params, which cannot be checked."""
     p = params(p, covariance_type, values=False, name=what)
     if not all(_concrete(a) for a in p):
         return p, None
@@ -412,7 +412,7 @@ def batched_params(p, covariance_type, *, what="params"):
     warnings.warn(
         f"{bad.size} of {ok.size} datasets (first: {bad[:10].tolist()}) have no usable {what}: non-finite "
         "values, weights not summing to 1 or covariances not positive definite (what fit_batch leaves "
-        "where a fit failed, status NUMERICAL_FAILURE). Their results are NaN (labels -1).",
+        f"where a fit failed, status NUMERICAL_FAILURE). {results}",
         RuntimeWarning,
         stacklevel=user_stacklevel(),
     )

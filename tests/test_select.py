@@ -153,13 +153,24 @@ def test_criteria_check_their_params_and_points(rng):
             f(params._replace(covariances=np.ones((3, 2))), X)
         with pytest.raises(ValueError, match="positive definite"):
             f(params._replace(covariances=-sk.covariances_), X)
-    # Batched params are checked by shape: a dataset without a usable model (here one
-    # with singular covariances) scores +inf and the others still score.
+    # Batched params are checked per dataset: a dataset without a usable model (here one
+    # with singular covariances) scores +inf, with a warning, and the others still score.
     Xs = np.stack([X, np.ones_like(X)])
     res = gmmjax.fit_batch(Xs, gmmjax.EMConfig(3, reg_covar=0.0), key=jax.random.key(0))
     for f in (gmmjax.bic, gmmjax.aic, gmmjax.icl):
-        scores = f(res.params, Xs)
+        with pytest.warns(RuntimeWarning, match=r"1 of 2 datasets \(first: \[1\]\).*criteria are \+inf"):
+            scores = f(res.params, Xs)
         assert np.isfinite(scores[0]) and scores[1] == np.inf
+    # Finite but wrong values (weights summing to 2.7) once scored as if they were a
+    # model; that dataset's points (NaN here) are not checked either.
+    bad = jax.tree_util.tree_map(lambda a: np.stack([a, a, a]), params)
+    bad = bad._replace(weights=bad.weights * np.array([[1.0], [3.0], [1.0]]))
+    Xs = np.stack([X, np.full_like(X, np.nan), X[::-1]])
+    for f in (gmmjax.bic, gmmjax.aic, gmmjax.icl):
+        with pytest.warns(RuntimeWarning, match=r"1 of 3 datasets \(first: \[1\]\)"):
+            scores = f(bad, Xs)
+        np.testing.assert_allclose(scores[[0, 2]], f(params, X), rtol=1e-10)
+        assert scores[1] == np.inf
 
 def test_too_few_points_mask_and_weights(rng):
     Xs = [three_clusters(rng, n=30), three_clusters(rng, n=30)[:3]]
