@@ -1,15 +1,17 @@
 """Functions of fitted parameters: densities, responsibilities, labels, samples.
 
 Each works on one mixture (weights (K,), X (N, D) or (N,)) or on a batch of them
-(weights (B, K), X (B, N, D) or (B, N)): a leading batch axis on the parameters is
+(weights (B, K), X (B, N, D) or (B, N), or a list of B (N_i, D) arrays, as `fit_batch`
+takes, which gives a list of B results): a leading batch axis on the parameters is
 detected from ``weights.ndim`` and mapped with vmap.
 
 Called outside jit, they check their input: parameters as `gmmjax._validate.params`,
 and X must be finite (a ValueError, as scikit-learn's, rather than NaN or a label 0 for
 a NaN point). Under jit the values cannot be checked: non-finite input gives NaN.
 Batched parameters are checked per dataset: a dataset without a usable model (what
-fit_batch leaves where a fit failed) gives NaN / label -1 and a RuntimeWarning, and
-its points are not checked; the other datasets are answered as usual. A point so far
+fit_batch gives a dataset it could not fit: weights all 0) gives NaN / label -1 and a
+RuntimeWarning, and its points are not checked; the other datasets are answered as
+usual. One mixture without a usable model raises. A point so far
 from every component that every density underflows has log_prob -inf, NaN
 responsibilities and label -1 (with a RuntimeWarning outside jit).
 """
@@ -27,16 +29,24 @@ from jax.scipy.special import logsumexp
 from gmmjax._compile import traced
 from gmmjax._em import highest_precision, weighted_log_prob
 from gmmjax._types import GMMParams
-from gmmjax._validate import _is_int, batched_params, check_covariance_type, check_finite_points, key_for, user_stacklevel
+from gmmjax._validate import _is_int, _pad_list, batched_params, check_covariance_type, check_finite_points, key_for, user_stacklevel
 from gmmjax._validate import params as _validate_params
 
 
 def _prepare(params, X, covariance_type, mask=None):
-    """(params, X, batched, mask): checked params, X as a JAX array of the params' dtype
-    with a feature axis, and the optional mask (X.shape[:-1] bool). Masked points may
-    hold anything (they become 0 here); an unmasked NaN or inf raises."""
+    """(params, X, batched, mask, lengths): checked params, X as a JAX array of the
+    params' dtype with a feature axis, and the optional mask (X.shape[:-1] bool). Masked
+    points may hold anything (they become 0 here); an unmasked NaN or inf raises. For
+    batched params X may be a list of B (N_i, D) arrays: padded here, and ``lengths``
+    (else None) lets `_per_dataset` cut the results back to one array per dataset."""
     batched = np.ndim(params.weights) == 2 if isinstance(params, GMMParams) else False
     params, ok = batched_params(params, covariance_type) if batched else (_validate_params(params, covariance_type), None)
+    lengths = None
+    if batched and isinstance(X, (list, tuple)):
+        if mask is not None:
+            raise ValueError("mask is for a padded array; a list of datasets is masked for you.")
+        lengths = [np.shape(x)[0] for x in X]
+        X, mask, _ = _pad_list(X, None)
     X = X if isinstance(X, jax.Array) else np.asarray(X)
     want = 3 if batched else 2
     if X.ndim == want - 1:
@@ -64,7 +74,13 @@ def _prepare(params, X, covariance_type, mask=None):
     # The parameters' dtype decides the precision; the data follow it (no warning:
     # float64 parameters need 64-bit mode, float32 ones compute in float32 by choice).
     X = jnp.asarray(X, params.means.dtype if jnp.issubdtype(params.means.dtype, jnp.floating) else None)
-    return params, X, batched, mask
+    return params, X, batched, mask, lengths
+
+
+def _per_dataset(values, lengths):
+    """values (B, N_max, ...) as they are, or for a list of datasets a list of B arrays
+    (N_i, ...)."""
+    return values if lengths is None else [values[i, :n] for i, n in enumerate(lengths)]
 
 
 def _masked(values, mask, fill):
@@ -87,23 +103,24 @@ def _log_resp_and_norm(params, X, covariance_type, batched):
 
 
 def log_prob(params: GMMParams, X, *, covariance_type: str = "full", mask=None):
-    """Per-sample log density of the mixture: (N,), or (B, N) for batched params.
+    """Per-sample log density of the mixture: (N,), or (B, N) for batched params (a
+    list of B (N_i,) arrays for a list of datasets).
 
     Equals scikit-learn's ``score_samples``. ``mask``: optional bool of X's shape
     without the feature axis, False for points to leave out (padding: they may hold
     anything, NaN included); they get NaN.
     """
     check_covariance_type(covariance_type)
-    params, X, batched, mask = _prepare(params, X, covariance_type, mask)
-    return _masked(_log_resp_and_norm(params, X, covariance_type, batched)[1], mask, jnp.nan)
+    params, X, batched, mask, lengths = _prepare(params, X, covariance_type, mask)
+    return _per_dataset(_masked(_log_resp_and_norm(params, X, covariance_type, batched)[1], mask, jnp.nan), lengths)
 
 
 def _log_resp(params, X, covariance_type, mask):
-    """(log responsibilities, mask) for predict and predict_proba. A point so far from
+    """(log responsibilities, mask, lengths) for predict and predict_proba. A point so far from
     every component that every density underflows (log_prob -inf: in float32 beyond
     ~1e19 standard deviations, a sentinel value such as 1e30, say) has no
     responsibilities: NaN, with a RuntimeWarning outside jit."""
-    params, X, batched, mask = _prepare(params, X, covariance_type, mask)
+    params, X, batched, mask, lengths = _prepare(params, X, covariance_type, mask)
     log_resp = _log_resp_and_norm(params, X, covariance_type, batched)[0]
     if not traced((log_resp, mask)):
         lost = jnp.sum(jnp.isnan(log_resp[..., 0]) & (True if mask is None else mask))  # one number to the host
@@ -111,30 +128,30 @@ def _log_resp(params, X, covariance_type, mask):
             warnings.warn(
                 f"{int(lost)} point(s) lie so far from every component that every density underflows "
                 f"in {X.dtype.name}: their responsibilities are NaN and their labels -1. Scale the data"
-                + (", or fit in float64 (jax.config.update('jax_enable_x64', True))." if X.dtype != jnp.float64 else "."),
+                + (", or fit in float64 (jax.config.update('jax_enable_x64', True); the estimators: dtype='float64')." if X.dtype != jnp.float64 else "."),
                 RuntimeWarning,
                 stacklevel=user_stacklevel(),
             )
-    return log_resp, mask
+    return log_resp, mask, lengths
 
 
 def predict_proba(params: GMMParams, X, *, covariance_type: str = "full", mask=None):
-    """Responsibilities p(k | x_n): (N, K), or (B, N, K) for batched params (NaN where
-    ``mask``, as in `log_prob`, is False, and for a point too far from every component:
-    see `_log_resp`)."""
+    """Responsibilities p(k | x_n): (N, K), or (B, N, K) for batched params (a list of
+    (N_i, K) arrays for a list of datasets). NaN where ``mask``, as in `log_prob`, is
+    False, and for a point too far from every component: see `_log_resp`."""
     check_covariance_type(covariance_type)
-    log_resp, mask = _log_resp(params, X, covariance_type, mask)
-    return _masked(jnp.exp(log_resp), mask, jnp.nan)
+    log_resp, mask, lengths = _log_resp(params, X, covariance_type, mask)
+    return _per_dataset(_masked(jnp.exp(log_resp), mask, jnp.nan), lengths)
 
 
 def predict(params: GMMParams, X, *, covariance_type: str = "full", mask=None):
-    """Most probable component of each sample: (N,), or (B, N) for batched params (-1
-    where ``mask``, as in `log_prob`, is False, and for a point too far from every
-    component: see `_log_resp`)."""
+    """Most probable component of each sample: (N,), or (B, N) for batched params (a
+    list of (N_i,) arrays for a list of datasets). -1 where ``mask``, as in `log_prob`,
+    is False, and for a point too far from every component: see `_log_resp`."""
     check_covariance_type(covariance_type)
-    log_resp, mask = _log_resp(params, X, covariance_type, mask)
+    log_resp, mask, lengths = _log_resp(params, X, covariance_type, mask)
     labels = jnp.where(jnp.isnan(log_resp[..., 0]), -1, jnp.argmax(log_resp, axis=-1))
-    return _masked(labels, mask, -1)
+    return _per_dataset(_masked(labels, mask, -1), lengths)
 
 
 def _cov_factor(cov, covariance_type, K, D):

@@ -202,7 +202,6 @@ class _Prepared(NamedTuple):
     skip: jax.Array  # () bool: not fitted
     bad_status: jax.Array  # () int32: the status when skip
     active: jax.Array  # (K,) bool: component slots in use
-    n_active: jax.Array  # ()
     shift: jax.Array  # (D,) weighted mean of the valid rows, added back to the means
 
 
@@ -244,7 +243,6 @@ def _prepare(X, w, config: EMConfig, n_active) -> _Prepared:
         skip=nonfinite | too_few,
         bad_status=jnp.where(nonfinite, Status.NONFINITE_INPUT, Status.TOO_FEW_POINTS).astype(jnp.int32),
         active=jnp.arange(K) < n_active,
-        n_active=n_active,
         shift=shift,
     )
 
@@ -268,11 +266,14 @@ def _restart_keys(key, init, config: EMConfig):
     return jax.random.split(key, 1 if init is not None else config.n_init)
 
 
-def _fallback_params(active, n_active, D, config: EMConfig, dtype) -> GMMParams:
-    """Finite placeholder parameters for a dataset that cannot be fitted."""
-    K = active.shape[0]
+def _fallback_params(K, D, config: EMConfig, dtype) -> GMMParams:
+    """Finite placeholder parameters for a dataset without a model (not fitted, or a
+    failure that left nothing finite). Their weights are all 0: no mixture, as the
+    log-likelihood of -inf reported beside them says, so that `gmmjax.predict` and the
+    other functions that take params never mistake them for a model (one mixture
+    alone raises; in a batch, that dataset answers NaN / -1 with a warning)."""
     return GMMParams(
-        weights=jnp.where(active, 1.0, 0.0).astype(dtype) / n_active,
+        weights=jnp.zeros(K, dtype),
         means=jnp.zeros((K, D), dtype),
         covariances=jnp.asarray(COVARIANCE[config.covariance_type].identity(K, D, dtype)),
     )
@@ -313,7 +314,7 @@ def _select(results: FitResult, risky, prep: _Prepared, config: EMConfig):
     res = jax.tree_util.tree_map(lambda a: a[best], results)
 
     # Datasets that cannot be fitted: finite placeholders and their own status.
-    fallback = _fallback_params(prep.active, prep.n_active, prep.X.shape[1], config, prep.X.dtype)
+    fallback = _fallback_params(config.n_components, prep.X.shape[1], config, prep.X.dtype)
 
     def unfitted(r: FitResult) -> FitResult:
         """r with the placeholders of an unfittable dataset where skip is True."""

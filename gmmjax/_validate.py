@@ -200,7 +200,7 @@ def _pad_list(Xs, weights):
     lengths = [a.shape[0] for a in arrays]
     dtype = np.result_type(*[a.dtype for a in arrays])
     if not np.issubdtype(dtype, np.floating) or np.finfo(dtype).bits < 32:
-        dtype = np.result_type(float)
+        dtype = jnp.result_type(float)  # JAX's default float: integers never warn about float64
     if weights is not None:
         if len(weights) != len(arrays):
             raise ValueError(f"weights has {len(weights)} entries for {len(arrays)} datasets.")
@@ -303,6 +303,13 @@ def key_for(key, init_params, batch, split=True):
     return key
 
 
+#: What weights of all 0 mean (`gmmjax._fit._fallback_params`).
+NO_MODEL = (
+    "the placeholder of a dataset that has no model (a fit with status TOO_FEW_POINTS, "
+    "NONFINITE_INPUT or NUMERICAL_FAILURE, whose log_likelihood is -inf)"
+)
+
+
 def params(p, covariance_type, *, K=None, D=None, batch=None, name="params", dtype=None, values=True):
     """GMMParams with shapes checked against covariance_type (and K, D, batch if given).
 
@@ -332,6 +339,8 @@ def params(p, covariance_type, *, K=None, D=None, batch=None, name="params", dty
         if bad["finite"].any():
             raise ValueError(f"{name} must be finite.")
         if bad["weights"].any():
+            if not np.asarray(arrs[0]).any():
+                raise ValueError(f"{name}.weights are all 0: {NO_MODEL}.")
             sums = np.asarray(arrs[0], np.float64).sum(-1)
             raise ValueError(f"{name}.weights must be >= 0 and sum to 1 (got sums {np.unique(sums)[:3]}).")
         if bad["symmetric"].any():
@@ -410,9 +419,10 @@ def batched_params(p, covariance_type, *, what="params", results="Their results 
         return p, ok
     bad = np.flatnonzero(~ok)
     warnings.warn(
-        f"{bad.size} of {ok.size} datasets (first: {bad[:10].tolist()}) have no usable {what}: non-finite "
-        "values, weights not summing to 1 or covariances not positive definite (what fit_batch leaves "
-        f"where a fit failed, status NUMERICAL_FAILURE). {results}",
+        f"{bad.size} of {ok.size} datasets (first: {bad[:10].tolist()}) have no usable {what}: weights "
+        "all 0 (what fit_batch gives a dataset it could not fit: status TOO_FEW_POINTS, NONFINITE_INPUT "
+        "or NUMERICAL_FAILURE), non-finite values, weights not summing to 1 or covariances not positive "
+        f"definite. {results}",
         RuntimeWarning,
         stacklevel=user_stacklevel(),
     )
@@ -420,7 +430,27 @@ def batched_params(p, covariance_type, *, what="params", results="Their results 
 
 
 def init_params(p, config, D, dtype, batch):
-    """init_params as GMMParams of ``dtype``, checked against config (None stays None)."""
+    """init_params as GMMParams of ``dtype``, checked against config (None stays None).
+
+    In a batch, a dataset whose weights are all 0 (fit_batch's placeholder where it
+    could not fit one: a warm start from such a result) starts from the stand-in of
+    `with_stand_ins`, with a warning, rather than failing the batch."""
     if p is None:
         return None
-    return params(p, config.covariance_type, K=config.n_components, D=D, batch=batch, name="init_params", dtype=dtype)
+    ct = config.covariance_type
+    kw = dict(K=config.n_components, D=D, batch=batch, name="init_params", dtype=dtype)
+    p = params(p, ct, values=False, **kw)
+    if batch is not None and all(_concrete(a) for a in p):
+        empty = ~np.asarray(p.weights).any(axis=1)
+        if empty.any():
+            bad = np.flatnonzero(empty)
+            warnings.warn(
+                f"{bad.size} of {batch} datasets (first: {bad[:10].tolist()}) have no model in init_params "
+                "(weights all 0: what fit_batch gives a dataset it could not fit). They start from equal "
+                "weights, zero means and unit covariances, from which every component moves alike: fit "
+                "them without init_params for a fresh start (BatchGaussianMixture's warm start does).",
+                RuntimeWarning,
+                stacklevel=user_stacklevel(),
+            )
+            p = GMMParams(*(jnp.asarray(a) for a in with_stand_ins(p, ~empty, ct)))
+    return params(p, ct, **kw)

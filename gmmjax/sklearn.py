@@ -1044,9 +1044,11 @@ class BatchGaussianMixture(_MixtureBase):
         zero means, unit covariances) so that one such dataset never fails a call on
         the whole batch. Its values are masked out of every result."""
         B = self.weights_.shape[0]
+        params = self._fitted_params()
         fitted = ~np.isin(self.status_, (Status.TOO_FEW_POINTS, Status.NONFINITE_INPUT))
         has_model = fitted & np.isfinite(self.precisions_cholesky_.reshape(B, -1)).all(axis=1)
-        return _validate.with_stand_ins(self._fitted_params(), has_model, self.covariance_type), has_model
+        has_model &= _validate.usable_datasets(params, self.covariance_type)  # e.g. weights all 0
+        return _validate.with_stand_ins(params, has_model, self.covariance_type), has_model
 
     @staticmethod
     def _out(values, usable, fill, lens):
@@ -1107,8 +1109,17 @@ class BatchGaussianMixture(_MixtureBase):
     # -- one dataset at a time
     def get_estimator(self, i: int) -> GaussianMixture:
         """Dataset i's model as a fitted `GaussianMixture` (same hyperparameters;
-        its random_state is dataset i's key)."""
+        its random_state is dataset i's key). A dataset without a model (status_
+        TOO_FEW_POINTS or NONFINITE_INPUT, or a failed fit) raises ValueError."""
         check_is_fitted(self)
+        if not _validate._is_int(i) or not -self.n_datasets_ <= i < self.n_datasets_:
+            raise IndexError(f"dataset index {i!r} out of range for {self.n_datasets_} datasets.")
+        i = int(i) % self.n_datasets_
+        if not self._model_params()[1][i]:
+            raise ValueError(
+                f"dataset {i} has no model (status {Status(int(self.status_[i])).name}): it was not "
+                "fitted, or its fit failed."
+            )
         params = self.get_params(deep=False)
         params.pop("n_jobs")  # one dataset: nothing to split
         params["random_state"] = self._dataset_keys()[i]
@@ -1134,8 +1145,19 @@ class BatchGaussianMixture(_MixtureBase):
                 "precisions_init": self._cov_shape(D)}[name]
 
     def to_sklearn(self):
-        """A list of B fitted ``sklearn.mixture.GaussianMixture``, one per dataset."""
-        return [self.get_estimator(i).to_sklearn() for i in range(self.n_datasets_)]
+        """A list of B fitted ``sklearn.mixture.GaussianMixture``, one per dataset (None,
+        with a RuntimeWarning, for a dataset without a model: see `get_estimator`)."""
+        check_is_fitted(self)
+        has_model = self._model_params()[1]
+        if not has_model.all():
+            bad = np.flatnonzero(~has_model)
+            warnings.warn(
+                f"{bad.size} of {has_model.size} datasets (first: {bad[:10].tolist()}) have no model "
+                f"(statuses {status_counts(self.status_[bad])}): their entries are None.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return [self.get_estimator(i).to_sklearn() if ok else None for i, ok in enumerate(has_model)]
 
     # -- saving (see _MixtureBase.save / load)
     def _extra_to_file(self, arrays, attributes):

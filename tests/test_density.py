@@ -183,6 +183,62 @@ def test_fit_batch_result_with_a_failed_fit_can_still_be_used():
     assert (lab[1] == -1).all() and set(lab[0].tolist()) == {0, 1}
 
 
+def test_datasets_fit_batch_could_not_fit_have_no_model():
+    """fit_batch gives a dataset it could not fit (NaN in it, too few points) weights of
+    all 0: every function that takes params answers NaN / -1 / +inf for it, with a
+    warning, without checking its points (those placeholders, with uniform weights,
+    once gave confident labels, and the NaN point failed the batch); one such mixture
+    alone raises. A list of datasets, as fit_batch takes, gives a list of results."""
+    rng = np.random.default_rng(1)
+    good = np.concatenate([rng.normal(size=(30, 2)), rng.normal(size=(20, 2)) + 5])
+    with_nan = good.copy()
+    with_nan[3, 1] = np.nan
+    Xs = [good, with_nan, good[:1]]
+    res = gmmjax.fit_batch(Xs, gmmjax.EMConfig(2), key=jax.random.key(0))
+    assert res.status.tolist() == [gmmjax.Status.CONVERGED, gmmjax.Status.NONFINITE_INPUT, gmmjax.Status.TOO_FEW_POINTS]
+    weights = np.asarray(res.params.weights)
+    assert np.all(weights[1:] == 0) and np.all(np.isfinite(np.asarray(res.params.covariances)))
+    one = jax.tree_util.tree_map(lambda a: a[0], res.params)
+    no_model = r"2 of 3 datasets \(first: \[1, 2\]\) have no usable params: weights all 0"
+    with pytest.warns(RuntimeWarning, match=no_model):
+        lab = gmmjax.predict(res.params, Xs)
+    with pytest.warns(RuntimeWarning, match=no_model):
+        lp = gmmjax.log_prob(res.params, Xs)
+    with pytest.warns(RuntimeWarning, match=no_model):
+        pr = gmmjax.predict_proba(res.params, Xs)
+    assert [np.shape(a) for a in lab] == [(50,), (50,), (1,)] and np.shape(pr[2]) == (1, 2)
+    np.testing.assert_array_equal(lab[0], gmmjax.predict(one, good))
+    np.testing.assert_allclose(lp[0], gmmjax.log_prob(one, good), rtol=1e-12)
+    np.testing.assert_allclose(pr[0], gmmjax.predict_proba(one, good), rtol=1e-12)
+    assert all(np.all(np.asarray(lab[i]) == -1) and np.isnan(lp[i]).all() and np.isnan(pr[i]).all() for i in (1, 2))
+    with pytest.warns(RuntimeWarning, match="criteria are \\+inf"):
+        assert np.isinf(gmmjax.bic(res.params, Xs)[1:]).all()
+    with pytest.warns(RuntimeWarning, match=no_model):
+        X, y = gmmjax.sample(jax.random.key(1), res.params, 4)
+    assert np.isfinite(X[0]).all() and np.isnan(X[1:]).all() and np.all(np.asarray(y[1:]) == -1)
+    for i in (1, 2):
+        alone = jax.tree_util.tree_map(lambda a: a[i], res.params)
+        with pytest.raises(ValueError, match="weights are all 0: the placeholder of a dataset that has no model"):
+            gmmjax.predict(alone, good)
+
+
+def test_a_list_of_datasets_gives_a_list_of_results(rng):
+    ps = [_params(rng, "full") for _ in range(3)]
+    batched = jax.tree_util.tree_map(lambda *a: np.stack(a), *ps)
+    Xs = [rng.normal(scale=3, size=(n, 2)) for n in (7, 12, 1)]
+    padded, mask = np.zeros((3, 12, 2)), np.zeros((3, 12), bool)
+    for i, x in enumerate(Xs):
+        padded[i, : len(x)], mask[i, : len(x)] = x, True
+    for f in (gmmjax.log_prob, gmmjax.predict_proba, gmmjax.predict):
+        got, want = f(batched, Xs), np.asarray(f(batched, padded, mask=mask))
+        assert len(got) == 3
+        for i, x in enumerate(Xs):
+            np.testing.assert_array_equal(got[i], want[i, : len(x)])
+            np.testing.assert_allclose(got[i], f(ps[i], x), rtol=1e-12)
+    with pytest.raises(ValueError, match="a list of datasets is masked for you"):
+        gmmjax.log_prob(batched, Xs, mask=mask)
+
+
 def test_points_far_from_every_component_in_float32():
     """At 1e10 standard deviations (float32) logsumexp absorbed the log K and every
     responsibility came out 1; they now sum to one. At 1e20 and at float32's largest

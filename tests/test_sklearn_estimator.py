@@ -265,8 +265,17 @@ def test_batch_bad_datasets_get_statuses_and_one_warning(rng):
         np.testing.assert_array_equal(labels[i], gm.predict(Xs[i]))
         one = bgm.get_estimator(i)
         np.testing.assert_allclose(one.score_samples(Xs[i]), gm.score_samples(Xs[i]), rtol=1e-9)
-    # Unfitted datasets give no predictions.
+    # Unfitted datasets give no predictions, and no estimators (their placeholders once
+    # became estimators that predicted confidently).
     assert np.all(labels[1] == -1) and np.all(np.isnan(bgm.score(Xs)[[1, 3]]))
+    with pytest.raises(ValueError, match="dataset 3 has no model \\(status TOO_FEW_POINTS\\)"):
+        bgm.get_estimator(-2)
+    with pytest.raises(IndexError, match="out of range"):
+        bgm.get_estimator(5)
+    with pytest.warns(RuntimeWarning, match=r"2 of 5 datasets \(first: \[1, 3\]\) have no model"):
+        sks = bgm.to_sklearn()
+    assert sks[1] is None and sks[3] is None
+    np.testing.assert_array_equal(sks[4].predict(Xs[4]), labels[4])
 
 
 
