@@ -40,13 +40,15 @@ def _prepare(params, X, covariance_type, mask=None):
     batched params X may be a list of B (N_i, D) arrays: padded here, and ``lengths``
     (else None) lets `_per_dataset` cut the results back to one array per dataset."""
     batched = np.ndim(params.weights) == 2 if isinstance(params, GMMParams) else False
-    params, ok = batched_params(params, covariance_type) if batched else (_validate_params(params, covariance_type), None)
+    # Batched params: shapes here, values per dataset once X is known to fit them (a call
+    # that fails on X warns about nothing).
+    params = _validate_params(params, covariance_type, values=not batched)
     lengths = None
     if batched and isinstance(X, (list, tuple)):
         if mask is not None:
             raise ValueError("mask is for a padded array; a list of datasets is masked for you.")
-        lengths = [np.shape(x)[0] for x in X]
         X, mask, _ = _pad_list(X, None)
+        lengths = mask.sum(axis=1).tolist()  # the mask of a list is a NumPy array, traced or not
     X = X if isinstance(X, jax.Array) else np.asarray(X)
     want = 3 if batched else 2
     if X.ndim == want - 1:
@@ -65,6 +67,9 @@ def _prepare(params, X, covariance_type, mask=None):
         if mask.shape != X.shape[:-1]:
             raise ValueError(f"mask must have shape {X.shape[:-1]} (one per point of X), got {mask.shape}.")
         mask = mask.astype(bool)
+    ok = None
+    if batched:
+        params, ok = batched_params(params, covariance_type)
     if ok is not None and not ok.all():  # datasets without a usable model: every point masked
         mask = (ok[:, None] if mask is None else mask & ok[:, None]) & np.ones(X.shape[:-1], bool)
     if X.dtype.kind in "fc":  # before the copy to the device: a NumPy check is cheap
@@ -79,8 +84,12 @@ def _prepare(params, X, covariance_type, mask=None):
 
 def _per_dataset(values, lengths):
     """values (B, N_max, ...) as they are, or for a list of datasets a list of B arrays
-    (N_i, ...)."""
-    return values if lengths is None else [values[i, :n] for i, n in enumerate(lengths)]
+    (N_i, ...): NumPy arrays outside jit (a slice of a JAX array compiles a program
+    per length)."""
+    if lengths is None:
+        return values
+    values = values if traced(values) else np.asarray(values)
+    return [values[i, :n] for i, n in enumerate(lengths)]
 
 
 def _masked(values, mask, fill):

@@ -340,13 +340,7 @@ def _data_and_weights(params: GMMParams, X, mask, covariance_type):
     batch; ok (B,) is False there, None for one mixture or traced params), X (N, D) or
     (B, N, D) and weights (0 where masked); a non-finite unmasked point raises."""
     batched = np.ndim(params.weights) == 2 if isinstance(params, GMMParams) else False
-    ok = None
-    if batched:
-        params, ok = _validate.batched_params(
-            params, covariance_type, results="Their criteria are +inf (never selected)."
-        )
-    else:
-        params = _validate.params(params, covariance_type)
+    params = _validate.params(params, covariance_type, values=not batched)
     if batched:
         X, w = _validate.batch(X, mask, None)
         if X.shape[0] != params.weights.shape[0]:
@@ -355,6 +349,13 @@ def _data_and_weights(params: GMMParams, X, mask, covariance_type):
         if mask is not None:
             raise ValueError("mask is only for batched params (weights of shape (B, K)).")
         X, w = _validate.one_dataset(X, None)
+    if X.shape[-1] != params.means.shape[-1]:
+        raise ValueError(f"X has {X.shape[-1]} features but the means have {params.means.shape[-1]}.")
+    ok = None
+    if batched:  # X fits the params: now their values, per dataset
+        params, ok = _validate.batched_params(
+            params, covariance_type, results="Their criteria are +inf (never selected)."
+        )
     if ok is not None:
         w = jnp.where(jnp.asarray(ok)[:, None], w, 0.0)  # a dataset without a model: its points are not checked
     _validate.check_finite_points(X, w)
@@ -377,8 +378,6 @@ def _criteria_of_params(params, X, w, covariance_type, batched):
 def _criterion(name, params, X, covariance_type, mask):
     check_covariance_type(covariance_type)
     params, X, w, batched, ok = _data_and_weights(params, X, mask, covariance_type)
-    if X.shape[-1] != params.means.shape[-1]:
-        raise ValueError(f"X has {X.shape[-1]} features but the means have {params.means.shape[-1]}.")
     X, w = X.astype(params.means.dtype), w.astype(params.means.dtype)
     out = np.asarray(_criteria_of_params(params, X, w, covariance_type, batched)[..., CRITERIA.index(name)])
     if ok is not None:

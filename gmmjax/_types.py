@@ -28,7 +28,8 @@ class GMMParams(NamedTuple):
     """Parameters of one Gaussian mixture (a pytree).
 
     Attributes:
-      weights: (K,) mixing weights, summing to one.
+      weights: (K,) mixing weights, summing to one (all 0 in a fit result of a dataset
+        that has no model: not fitted, or a failure that left nothing finite).
       means: (K, D) component means.
       covariances: full (K, D, D), diag (K, D), spherical (K,), tied (D, D),
         as in scikit-learn's ``covariances_``.

@@ -94,7 +94,7 @@ def fit(result, X, *, covariance_type: str = "full", ax=None, features=None, col
     X = P.data_matrix(X, D)
     colors = P.component_colors(K, colors)
     point_colors = None
-    if D >= 2 and len(X):
+    if D >= 2 and len(X) and np.any(np.asarray(params.weights) > 0):  # weights all 0: no model (not fitted)
         labels = np.asarray(gmmjax.predict(params, X, covariance_type=covariance_type))
         point_colors = [colors[k] if k >= 0 else "lightgray" for k in labels]  # -1: no component (predict)
     if ax is None:

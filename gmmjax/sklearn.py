@@ -1037,18 +1037,23 @@ class BatchGaussianMixture(_MixtureBase):
         key = getattr(self, "_fit_key_", None)
         return jax.random.split(_key(self.random_state) if key is None else key, self.n_datasets_)
 
+    def _has_model(self, rows=slice(None)) -> np.ndarray:
+        """bool per dataset of ``rows``: False where a dataset has no usable model (not
+        fitted: TOO_FEW_POINTS, NONFINITE_INPUT; covariances with no Cholesky factor, NaN
+        precisions; weights all 0, the engine's placeholder)."""
+        params = GMMParams(*(a[rows] for a in self._fitted_params()))
+        status, prec_chol = self.status_[rows], self.precisions_cholesky_[rows]
+        fitted = ~np.isin(status, (Status.TOO_FEW_POINTS, Status.NONFINITE_INPUT))
+        finite = np.isfinite(prec_chol.reshape(len(status), -1)).all(axis=1)
+        return fitted & finite & _validate.usable_datasets(params, self.covariance_type)
+
     def _model_params(self):
         """(GMMParams of NumPy arrays, has_model (B,) bool): the fitted parameters, where
-        a dataset has no usable model (not fitted: TOO_FEW_POINTS, NONFINITE_INPUT; or
-        covariances with no Cholesky factor, NaN precisions) a stand-in (equal weights,
-        zero means, unit covariances) so that one such dataset never fails a call on
-        the whole batch. Its values are masked out of every result."""
-        B = self.weights_.shape[0]
-        params = self._fitted_params()
-        fitted = ~np.isin(self.status_, (Status.TOO_FEW_POINTS, Status.NONFINITE_INPUT))
-        has_model = fitted & np.isfinite(self.precisions_cholesky_.reshape(B, -1)).all(axis=1)
-        has_model &= _validate.usable_datasets(params, self.covariance_type)  # e.g. weights all 0
-        return _validate.with_stand_ins(params, has_model, self.covariance_type), has_model
+        a dataset has no usable model (`_has_model`) a stand-in (equal weights, zero
+        means, unit covariances) so that one such dataset never fails a call on the whole
+        batch. Its values are masked out of every result."""
+        has_model = self._has_model()
+        return _validate.with_stand_ins(self._fitted_params(), has_model, self.covariance_type), has_model
 
     @staticmethod
     def _out(values, usable, fill, lens):
@@ -1115,7 +1120,7 @@ class BatchGaussianMixture(_MixtureBase):
         if not _validate._is_int(i) or not -self.n_datasets_ <= i < self.n_datasets_:
             raise IndexError(f"dataset index {i!r} out of range for {self.n_datasets_} datasets.")
         i = int(i) % self.n_datasets_
-        if not self._model_params()[1][i]:
+        if not self._has_model(slice(i, i + 1))[0]:
             raise ValueError(
                 f"dataset {i} has no model (status {Status(int(self.status_[i])).name}): it was not "
                 "fitted, or its fit failed."
@@ -1148,7 +1153,7 @@ class BatchGaussianMixture(_MixtureBase):
         """A list of B fitted ``sklearn.mixture.GaussianMixture``, one per dataset (None,
         with a RuntimeWarning, for a dataset without a model: see `get_estimator`)."""
         check_is_fitted(self)
-        has_model = self._model_params()[1]
+        has_model = self._has_model()
         if not has_model.all():
             bad = np.flatnonzero(~has_model)
             warnings.warn(

@@ -220,6 +220,11 @@ def test_datasets_fit_batch_could_not_fit_have_no_model():
         alone = jax.tree_util.tree_map(lambda a: a[i], res.params)
         with pytest.raises(ValueError, match="weights are all 0: the placeholder of a dataset that has no model"):
             gmmjax.predict(alone, good)
+    # A call that fails on X raises without a warning about the params first (warnings
+    # are errors in this suite).
+    for f in (gmmjax.predict, gmmjax.bic):
+        with pytest.raises(ValueError, match="features"):
+            f(res.params, [x[:, :1] for x in Xs])
 
 
 def test_a_list_of_datasets_gives_a_list_of_results(rng):
@@ -231,12 +236,14 @@ def test_a_list_of_datasets_gives_a_list_of_results(rng):
         padded[i, : len(x)], mask[i, : len(x)] = x, True
     for f in (gmmjax.log_prob, gmmjax.predict_proba, gmmjax.predict):
         got, want = f(batched, Xs), np.asarray(f(batched, padded, mask=mask))
-        assert len(got) == 3
+        assert len(got) == 3 and all(isinstance(g, np.ndarray) for g in got)
         for i, x in enumerate(Xs):
             np.testing.assert_array_equal(got[i], want[i, : len(x)])
             np.testing.assert_allclose(got[i], f(ps[i], x), rtol=1e-12)
     with pytest.raises(ValueError, match="a list of datasets is masked for you"):
         gmmjax.log_prob(batched, Xs, mask=mask)
+    with pytest.raises(ValueError, match=r"dataset 0 must have shape \(n_samples,\) or \(n_samples, n_features\)"):
+        gmmjax.log_prob(batched, [1.0, 2.0, 3.0])
 
 
 def test_points_far_from_every_component_in_float32():

@@ -186,3 +186,9 @@ def test_component_slots_with_zero_weight_are_not_drawn(fit_2d):
     assert [by_gid(ax.patches, f"ellipse-{k}-1sd").get_visible() for k in range(3)] == [True, False, True]
     labels = np.asarray(gmmjax.predict(p._replace(weights=w), X))
     assert 1 not in labels
+    # Weights all 0 (a result without a model: not fitted) draw no mixture and colour no
+    # point by component; predict on them raises, and plot.fit once did too.
+    ax = plot.fit(p._replace(weights=np.zeros(3)), X, colors=["red", "green", "blue"])
+    assert not any(by_gid(ax.patches, f"ellipse-{k}-1sd").get_visible() for k in range(3))
+    rgba = by_gid(ax.collections, "points").get_facecolors()
+    assert len(np.unique(rgba, axis=0)) == 1  # one colour for every point
