@@ -29,7 +29,8 @@ from jax.scipy.special import logsumexp
 from gmmjax._compile import traced
 from gmmjax._em import highest_precision, weighted_log_prob
 from gmmjax._types import GMMParams
-from gmmjax._validate import _is_int, _pad_list, batched_params, check_covariance_type, check_finite_points, key_for, user_stacklevel
+from gmmjax._validate import _is_int, _pad_list, batched_params, check_covariance_type, check_finite_points, is_batched, key_for
+from gmmjax._validate import user_stacklevel
 from gmmjax._validate import params as _validate_params
 
 
@@ -39,7 +40,7 @@ def _prepare(params, X, covariance_type, mask=None):
     points may hold anything (they become 0 here); an unmasked NaN or inf raises. For
     batched params X may be a list of B (N_i, D) arrays: padded here, and ``lengths``
     (else None) lets `_per_dataset` cut the results back to one array per dataset."""
-    batched = np.ndim(params.weights) == 2 if isinstance(params, GMMParams) else False
+    batched = is_batched(params)
     # Batched params: shapes here, values per dataset once X is known to fit them (a call
     # that fails on X warns about nothing).
     params = _validate_params(params, covariance_type, values=not batched)
@@ -199,7 +200,7 @@ def sample(key, params: GMMParams, n: int, *, covariance_type: str = "full"):
     if key is None:
         raise ValueError("pass a random key, e.g. gmmjax.sample(jax.random.key(0), params, n).")
     key = key_for(key, None, None)
-    if isinstance(params, GMMParams) and np.ndim(params.weights) == 2:
+    if is_batched(params):
         params, ok = batched_params(params, covariance_type)
         keys = jax.random.split(key, params.weights.shape[0])
         X, labels = jax.vmap(lambda k, p: _sample_one(k, p, n, covariance_type))(keys, params)

@@ -339,7 +339,7 @@ def _data_and_weights(params: GMMParams, X, mask, covariance_type):
     a fit_batch result may hold, scores +inf with a warning rather than failing the
     batch; ok (B,) is False there, None for one mixture or traced params), X (N, D) or
     (B, N, D) and weights (0 where masked); a non-finite unmasked point raises."""
-    batched = np.ndim(params.weights) == 2 if isinstance(params, GMMParams) else False
+    batched = _validate.is_batched(params)
     params = _validate.params(params, covariance_type, values=not batched)
     if batched:
         X, w = _validate.batch(X, mask, None)

@@ -405,6 +405,11 @@ def with_stand_ins(p: GMMParams, ok, covariance_type) -> GMMParams:
     ))
 
 
+def is_batched(p) -> bool:
+    """GMMParams with a leading dataset axis (weights (B, K)), as fit_batch returns."""
+    return isinstance(p, GMMParams) and np.ndim(p.weights) == 2
+
+
 def batched_params(p, covariance_type, *, what="params", results="Their results are NaN (labels -1)."):
     """(GMMParams, ok) for batched params as the density functions take them: shapes
     checked as `params`; values per dataset, so that one dataset without a usable model
