@@ -289,10 +289,16 @@ def component_colors(K: int, colors=None) -> list:
     return [mcolors.to_hex(cmap(k / K)) for k in range(K)]
 
 
+#: Ellipses wider than this many views are not drawn (`EllipsePanel`).
+MAX_ELLIPSE_VIEWS = 1e3
+
+
 def _pad(lo, hi, frac=0.05):
+    """Limits around [lo, hi]; a span of 0, or one lost in the values' rounding (below
+    1e-9 of their size), becomes max(|lo|, |hi|, 1)."""
     span = hi - lo
-    if not np.isfinite(span) or span <= 0:
-        span = max(abs(lo), 1.0)
+    if not np.isfinite(span) or span <= 1e-9 * max(abs(lo), abs(hi)):
+        span = max(abs(lo), abs(hi), 1.0)
     return lo - frac * span, hi + frac * span
 
 
@@ -437,18 +443,34 @@ class EllipsePanel:
         # Fixed limits (blitting needs them): the data, and the final 2-sd ellipses within reason.
         lo = P.min(axis=0) if len(P) else self.means[-1].min(axis=0)
         hi = P.max(axis=0) if len(P) else self.means[-1].max(axis=0)
-        span = np.maximum(hi - lo, 1e-12)
+        span = hi - lo
         half = 2.0 * np.sqrt(np.clip(np.diagonal(cov2[-1], axis1=-2, axis2=-1), 0, None))  # (K, 2)
         ext_lo = np.min(np.where(active[:, None], self.means[-1] - half, np.inf), axis=0)
         ext_hi = np.max(np.where(active[:, None], self.means[-1] + half, -np.inf), axis=0)
-        lo = np.minimum(lo, np.maximum(ext_lo, lo - 0.25 * span))
-        hi = np.maximum(hi, np.minimum(ext_hi, hi + 0.25 * span))
+        ext = np.where(np.isfinite(ext_hi - ext_lo), ext_hi - ext_lo, 0.0)
+        # Ellipses may reach a quarter of the data's span beyond it, or all of their own
+        # extent where the data have no span beyond rounding (constant data: limits of
+        # 1 +- 3e-13 around ellipses 1e10 times as wide once made the drawing hang).
+        flat = span <= 1e-9 * np.maximum(np.abs(lo), np.abs(hi))
+        allow = np.where(flat, ext, 0.25 * span)
+        lo = np.minimum(lo, np.maximum(ext_lo, lo - allow))
+        hi = np.maximum(hi, np.minimum(ext_hi, hi + allow))
         xlo, xhi = _pad(lo[0], hi[0])
         ylo, yhi = _pad(lo[1], hi[1])
         if texts is not None:
             yhi += 0.12 * (yhi - ylo)  # room for the status line
         ax.set_xlim(xlo, xhi)
         ax.set_ylim(ylo, yhi)
+        # An ellipse far larger than the view shows nothing there (its mean marker stays),
+        # and Agg can take minutes to draw one: not drawn.
+        view = max(xhi - xlo, yhi - ylo)
+        self.drawable = [
+            np.isfinite(w) & np.isfinite(h) & (np.maximum(w, h) <= MAX_ELLIPSE_VIEWS * view) for w, h, _ in self.geometry
+        ]  # per n_std: (F, K)
+        self.active = active
+        for k, row in enumerate(self.ellipses):
+            for j, e in enumerate(row):
+                e.set_visible(bool(active[k] and self.drawable[j][0, k]))
         ax.set_xlabel(proj.labels[0])
         ax.set_ylabel(proj.labels[1])
         self.status = _status_text(ax, small) if texts is not None else None
@@ -479,6 +501,7 @@ class EllipsePanel:
                 e.set_width(w)
                 e.set_height(h)
                 e.set_angle(a)
+                e.set_visible(bool(self.active[k] and self.drawable[j][f, k]))
                 artists.append(e)
             if self.trails:
                 self.trails[k].set_data(self.means[: f + 1, k, 0], self.means[: f + 1, k, 1])

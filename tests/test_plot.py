@@ -175,6 +175,29 @@ def test_batch_summary_counts_what_the_batch_holds(fit_batch):
         plot.batch_summary(jax.tree_util.tree_map(lambda a: a[0], res))
 
 
+def test_limits_of_constant_data_and_of_an_ellipse_far_wider_than_the_data():
+    """Constant 2-D data (a DEGENERATE fit: components of width sqrt(reg_covar)) got
+    limits of 1 +- 3e-13 around ellipses 1e10 times as wide, and drawing the figure
+    never finished; so did an ellipse 1e12 times as wide as the data."""
+    X = np.ones((50, 2))
+    tiny = gmmjax.GMMParams(np.array([0.5, 0.5]), np.ones((2, 2)), np.stack([np.eye(2) * 1e-6] * 2))
+    ax = plot.fit(tiny, X)
+    ax.figure.canvas.draw()  # finishes
+    e = by_gid(ax.patches, "ellipse-0-2sd")
+    assert e.get_visible() and np.isclose(e.get_width(), 4e-3)
+    for lo, hi in (ax.get_xlim(), ax.get_ylim()):  # the whole 2-sd ellipse, and not much more
+        assert lo <= 1 - 2e-3 and hi >= 1 + 2e-3 and hi - lo < 0.01
+    plt.close(ax.figure)
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    huge = gmmjax.GMMParams(np.array([0.5, 0.5]), np.array([[0.0, 0.0], [1.0, 1.0]]), np.stack([np.eye(2), np.eye(2) * 1e24]))
+    ax = plot.fit(huge, X)
+    ax.figure.canvas.draw()  # finishes
+    assert by_gid(ax.patches, "ellipse-0-2sd").get_visible() and by_gid(ax.lines, "mean-1").get_visible()
+    assert not by_gid(ax.patches, "ellipse-1-1sd").get_visible()  # 2e12 wide: nothing of it in view
+    assert max(np.abs(ax.get_xlim()).max(), np.abs(ax.get_ylim()).max()) < 10
+    plt.close(ax.figure)
+
+
 def test_component_slots_with_zero_weight_are_not_drawn(fit_2d):
     # Model selection over a batch pads each dataset's mixture to max(ks) slots of weight 0.
     X, res = fit_2d
