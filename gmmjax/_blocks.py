@@ -117,15 +117,18 @@ def dataset_bytes(N: int, D: int, config: EMConfig, itemsize: int, restarts: int
     )
 
 
-def block_size_for(budget: int, chunk: int, per: DatasetBytes) -> tuple[int, int]:
+def block_size_for(budget: int, chunk: int, per: DatasetBytes, jobs: int = 1) -> tuple[int, int]:
     """(block, chunk): the most datasets a block can hold within ``budget`` bytes.
 
     A block holds its input and results twice (the engine pads and reshapes them) plus
-    one chunk's working set (the chunks of a block run one after another). The block is
-    a multiple of ``chunk``; where not even one chunk fits, the chunk shrinks with it.
+    the working set of one chunk per part (`jobs` parts run at once, the chunks of a
+    part one after another). The block is a multiple of ``chunk``; where the parts'
+    chunks do not fit, the chunks shrink to the block (split between the parts), so
+    that the working set is the block's own: a tight budget gives smaller blocks, never
+    blocks of one dataset because a large chunk did not fit.
     """
     stored = 2 * (per.input + per.result)
-    block = (budget - chunk * per.engine) // max(stored, 1)
+    block = (budget - jobs * chunk * per.engine) // max(stored, 1)
     if block >= chunk:
         return int(block // chunk * chunk), chunk
     block = max(1, budget // max(stored + per.engine, 1))
@@ -356,7 +359,7 @@ def plan(Xs, config: EMConfig, *, key, mask, weights, init_params, chunk_size, b
     budget = memory_budget()
     if cpu:  # the gathered results take host RAM too (twice with parts)
         budget -= B * per.result * (2 if jobs > 1 else 1)
-    block, fit_chunk = block_size_for(budget - others, chunk, per)
+    block, fit_chunk = block_size_for(budget, chunk, per, jobs)
     if block_size is None and not progress and block >= B:
         return None
     if block_size is not None:

@@ -143,6 +143,10 @@ def test_block_size_for_a_budget():
     assert _blocks.block_size_for(8 * 1000 + 70 * 220, 8, per) == (64, 8)  # whole chunks only
     assert _blocks.block_size_for(3 * 1220, 8, per) == (3, 3)  # not one chunk fits: smaller chunks
     assert _blocks.block_size_for(10, 8, per) == (1, 1)
+    # Two parts at once: two chunks' working sets. Where they do not fit, the chunks
+    # shrink (a budget below the parts' chunks once gave blocks of 1 dataset).
+    assert _blocks.block_size_for(2 * 8 * 1000 + 64 * 220, 8, per, jobs=2) == (64, 8)
+    assert _blocks.block_size_for(10_000, 16, per, jobs=2) == (8, 8)  # 8 * 1220 <= 10,000 (was 1)
     assert _blocks.memory_budget() > 0
 
 
