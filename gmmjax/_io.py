@@ -97,6 +97,9 @@ def write(file, cls: str, meta: dict, arrays: dict) -> None:
         np.savez(file, **out)
         return
     path = os.fspath(file)
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):  # else the error would name the temporary file below
+        raise FileNotFoundError(f"cannot save {path!r}: the folder {folder!r} does not exist.")
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:

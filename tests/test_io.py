@@ -46,6 +46,16 @@ def test_params_round_trip_is_exact(tmp_path, rng, covariance_type, dtype):
         gmmjax.save_params(path, params, covariance_type="full" if covariance_type != "full" else "diag")
 
 
+def test_saving_into_a_missing_folder_names_the_folder(tmp_path, fitted):
+    """The error named the temporary file (p.npz.tmp-4746), not the user's path."""
+    params = GMMParams(np.array([1.0]), np.zeros((1, 2)), np.eye(2)[None])
+    with pytest.raises(FileNotFoundError, match=r"the folder '.*nodir' does not exist"):
+        gmmjax.save_params(tmp_path / "nodir" / "p.npz", params)
+    with pytest.raises(FileNotFoundError, match=r"cannot save '.*nodir.gm\.npz'"):
+        fitted[1].save(tmp_path / "nodir" / "gm.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_gaussian_mixture_round_trip_is_exact(tmp_path, fitted):
     X, gm = fitted
     gm.save(tmp_path / "gm.npz")
