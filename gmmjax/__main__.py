@@ -103,11 +103,23 @@ def write_pictures(X, results: dict, out, *, n_init: int) -> list:
     return paths
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
+def _int_in(lo: int, hi: int, what: str):
+    """An argparse type: an integer in [lo, hi), with a message that says so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not lo <= value < hi:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_in(1, 2**31 - 1, "an integer >= 1")
+_seed = _int_in(0, 2**32, "an integer in [0, 2**32)")
 
 
 def main(argv=None) -> int:
@@ -116,12 +128,20 @@ def main(argv=None) -> int:
     demo = sub.add_parser("demo", help="fit the U(0,1) example with 3 and 6 components")
     demo.add_argument("--components", type=_positive_int, nargs="+", default=[3, 6], help="values of K (default: 3 6)")
     demo.add_argument("--n-init", type=_positive_int, default=10, help="random restarts (default: 10)")
-    demo.add_argument("--seed", type=int, default=0, help="JAX random seed (default: 0)")
+    demo.add_argument("--seed", type=_seed, default=0, help="JAX random seed (default: 0)")
     demo.add_argument("--out", type=pathlib.Path, default=None, metavar="DIR",
                       help="also write an animation of each fit (GIF) and the final fits (PNG) into DIR "
                            "(needs matplotlib and Pillow: pip install gmmjax[plot])")
     args = parser.parse_args(argv)
     if args.command == "demo":
+        n = demo_data().size
+        if max(args.components) > n:
+            demo.error(f"argument --components: at most the {n} samples, got {max(args.components)}")
+        if args.out is not None:  # before minutes of fitting, not after
+            try:
+                args.out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                demo.error(f"argument --out: cannot write into {str(args.out)!r}: {e.strerror or e}")
         return run_demo(args)
     return 2  # pragma: no cover
 

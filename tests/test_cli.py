@@ -79,12 +79,26 @@ def test_examples_run_as_is(tmp_path):
                 assert im.n_frames == 2, gif
 
 
-@pytest.mark.parametrize("argv", [["demo", "--out"], ["demo", "--n-init", "0x"]])
-def test_demo_rejects_bad_arguments(argv, capsys):
+@pytest.mark.parametrize("argv, says", [
+    (["demo", "--out"], "expected one argument"),
+    (["demo", "--n-init", "0x"], "--n-init: must be an integer >= 1, got '0x'"),  # not "invalid _positive_int value"
+    (["demo", "--seed", "99999999999999999999999"], "--seed: must be an integer in [0, 2**32)"),  # was an OverflowError
+    (["demo", "--components", "3", "150"], "--components: at most the 100 samples, got 150"),  # was 150 placeholder rows
+])
+def test_demo_rejects_bad_arguments(argv, says, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2
-    assert "usage" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "usage" in err and says in err
+
+
+def test_demo_out_that_cannot_be_a_folder_fails_before_fitting(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("gmmjax.__main__.run_demo", lambda args: pytest.fail("fitted first"))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--out", str(tmp_path / "file")])
+    assert e.value.code == 2 and "--out: cannot write into" in capsys.readouterr().err
 
 
 
