@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from typing import Optional
 
 try:
@@ -183,7 +182,8 @@ def criterion(selection, *, ax=None, dataset: Optional[int] = None, title: Optio
       selection: the model-selection result.
       ax: matplotlib Axes to draw into (a new figure if None).
       dataset: for a batch, the dataset to draw; None draws the median over datasets
-        with a band from the 25th to the 75th percentile, and the most frequent K.
+        with a band from the 25th to the 75th percentile (a failed fit counts as the
+        worst score), and the most frequent K.
       title: the axes title.
 
     Returns:
@@ -215,9 +215,14 @@ def criterion(selection, *, ax=None, dataset: Optional[int] = None, title: Optio
                 chosen_type = np.asarray(chosen_type).reshape(B)[dataset]
             summary = f" (dataset {int(dataset)})"
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # a cell where every fit failed stays NaN
-                lo, med, hi = np.nanpercentile(scores, [25, 50, 75], axis=0)
+            # A failed fit counts as the worst score, so that every cell's median is over
+            # all B datasets (leaving them out compared medians over different datasets:
+            # a one-point dataset scoring only at K = 1 pulled that K's median down). A
+            # cell where most fits failed is not drawn.
+            worst = -np.inf if name.lower() in HIGHER_IS_BETTER else np.inf
+            with np.errstate(invalid="ignore"):  # inf - inf between two failed fits: NaN
+                qs = np.percentile(np.where(np.isnan(scores), worst, scores), [25, 50, 75], axis=0)
+            lo, med, hi = np.where(np.isfinite(qs), qs, np.nan)
             band, scores = (lo, hi), med
             values, counts = np.unique(chosen.ravel(), return_counts=True)
             chosen = values[np.argmax(counts)] if len(values) else None

@@ -143,6 +143,16 @@ def test_criterion_of_a_batch_draws_the_median_or_one_dataset():
     assert plot.criterion(sel, ax=ax, dataset=1) is ax
     np.testing.assert_array_equal(by_gid(ax.lines, "criterion-diag").get_ydata(), SCORES[:, 1] + 10)
     assert by_gid(ax.lines, "chosen").get_xdata()[0] == 2
+    # Failed fits (+inf) count as the worst score: every K's median is over all datasets
+    # (they were left out, and K = 1's median, over 4 datasets with a tiny dataset's
+    # -100, was compared with medians over 3 at other Ks); most fits failed: not drawn.
+    tiny = np.full_like(SCORES, np.inf)
+    tiny[0] = -100.0
+    four = np.stack([SCORES, SCORES + 10, SCORES + 40, tiny])
+    ax = plot.criterion(Selection(KS, TYPES, "bic", four, np.array([3, 3, 3, 1])))
+    want = np.median(np.where(np.isinf(four), np.inf, four), axis=0)[:, 0]  # 4 datasets: mean of the middle two
+    np.testing.assert_array_equal(by_gid(ax.lines, "criterion-full").get_ydata(), want)
+    assert np.isnan(by_gid(ax.lines, "criterion-spherical").get_ydata()[3])  # every fit failed at K = 4
     with pytest.raises(ValueError, match="shape"):
         plot.criterion(Selection(KS, TYPES, "bic", SCORES[:, :2], 3))
     with pytest.raises(ValueError, match="n_components"):
