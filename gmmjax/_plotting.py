@@ -370,8 +370,11 @@ class DensityPanel:
             self.status.set_animated(animated)
         if legend and not small:
             handles, _ = ax.get_legend_handles_labels()
-            # One neutral entry for all components (each has its own color).
-            handles.append(Line2D([], [], color="0.35", lw=1.4, ls="--", label="weighted components"))
+            if active.any():
+                # One neutral entry for all components (each has its own color).
+                handles.append(Line2D([], [], color="0.35", lw=1.4, ls="--", label="weighted components"))
+            else:  # no model (weights all 0: not fitted): nothing of one to name
+                handles = [h for h in handles if h is not self.mixture_line]
             ax.legend(handles=handles, loc="upper right", fontsize="small", framealpha=0.85)
         if small:
             ax.tick_params(labelsize="x-small")
@@ -484,6 +487,8 @@ class EllipsePanel:
                 Line2D([], [], color="0.3", lw=2.0, label=f"{N_STDS[0]:g} sd ellipse"),
                 Line2D([], [], color="0.3", lw=1.2, ls="--", label=f"{N_STDS[1]:g} sd ellipse"),
             ]
+            if not active.any():  # no model (weights all 0: not fitted): only the data
+                handles = handles[:1]
             # Below the axes: points and ellipses can fill any corner of the plane.
             ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2,
                       fontsize="small", frameon=False, handlelength=1.6, columnspacing=1.2)

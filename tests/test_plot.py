@@ -45,6 +45,9 @@ def test_fit_1d_draws_the_final_mixture(fit_1d):
                                rtol=1e-9)
     ax3 = plot.fit(res.params, X)
     np.testing.assert_array_equal(by_gid(ax3.lines, "mixture").get_ydata(), by_gid(ax.lines, "mixture").get_ydata())
+    # Weights all 0 (a result without a model): the legend names only the data.
+    ax4 = plot.fit(res.params._replace(weights=np.zeros_like(res.params.weights)), X)
+    assert [t.get_text() for t in ax4.get_legend().get_texts()] == ["data (histogram)"]
     with pytest.raises(ValueError, match="iteration"):
         plot.fit(res, X, iteration=MAX_ITER + 1)
 
@@ -223,5 +226,6 @@ def test_component_slots_with_zero_weight_are_not_drawn(fit_2d):
     # point by component; predict on them raises, and plot.fit once did too.
     ax = plot.fit(p._replace(weights=np.zeros(3)), X, colors=["red", "green", "blue"])
     assert not any(by_gid(ax.patches, f"ellipse-{k}-1sd").get_visible() for k in range(3))
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["data"]  # no means or ellipses named
     rgba = by_gid(ax.collections, "points").get_facecolors()
     assert len(np.unique(rgba, axis=0)) == 1  # one colour for every point
