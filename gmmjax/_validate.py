@@ -405,6 +405,13 @@ def with_stand_ins(p: GMMParams, ok, covariance_type) -> GMMParams:
     ))
 
 
+def some_datasets(bad) -> str:
+    """'2 of 5 datasets (first: [1, 3])' for a (B,) bool array, True where a dataset is
+    named: the start of a warning about some datasets of a batch."""
+    idx = np.flatnonzero(bad)
+    return f"{idx.size} of {np.size(bad)} datasets (first: {idx[:10].tolist()})"
+
+
 def is_batched(p) -> bool:
     """GMMParams with a leading dataset axis (weights (B, K)), as fit_batch returns."""
     return isinstance(p, GMMParams) and np.ndim(p.weights) == 2
@@ -422,9 +429,8 @@ def batched_params(p, covariance_type, *, what="params", results="Their results 
     ok = usable_datasets(p, covariance_type)
     if ok.all():
         return p, ok
-    bad = np.flatnonzero(~ok)
     warnings.warn(
-        f"{bad.size} of {ok.size} datasets (first: {bad[:10].tolist()}) have no usable {what}: weights "
+        f"{some_datasets(~ok)} have no usable {what}: weights "
         "all 0 (what fit_batch gives a dataset it could not fit: status TOO_FEW_POINTS, NONFINITE_INPUT "
         "or NUMERICAL_FAILURE), non-finite values, weights not summing to 1 or covariances not positive "
         f"definite. {results}",
@@ -448,9 +454,8 @@ def init_params(p, config, D, dtype, batch):
     if batch is not None and all(_concrete(a) for a in p):
         empty = ~np.asarray(p.weights).any(axis=1)
         if empty.any():
-            bad = np.flatnonzero(empty)
             warnings.warn(
-                f"{bad.size} of {batch} datasets (first: {bad[:10].tolist()}) have no model in init_params "
+                f"{some_datasets(empty)} have no model in init_params "
                 "(weights all 0: what fit_batch gives a dataset it could not fit). They start from equal "
                 "weights, zero means and unit covariances, from which every component moves alike: fit "
                 "them without init_params for a fresh start (BatchGaussianMixture's warm start does).",

@@ -1125,9 +1125,13 @@ class BatchGaussianMixture(_MixtureBase):
                 f"dataset {i} has no model (status {Status(int(self.status_[i])).name}): it was not "
                 "fitted, or its fit failed."
             )
+        return self._estimator(i, self._dataset_keys()[i])
+
+    def _estimator(self, i: int, key) -> GaussianMixture:
+        """`get_estimator`'s estimator of dataset i (checked there), with its key."""
         params = self.get_params(deep=False)
         params.pop("n_jobs")  # one dataset: nothing to split
-        params["random_state"] = self._dataset_keys()[i]
+        params["random_state"] = key
         for name in ("weights_init", "means_init", "precisions_init"):
             a = params[name]
             if a is not None and np.ndim(a) == len(self._init_shape(name)) + 1:
@@ -1155,14 +1159,14 @@ class BatchGaussianMixture(_MixtureBase):
         check_is_fitted(self)
         has_model = self._has_model()
         if not has_model.all():
-            bad = np.flatnonzero(~has_model)
             warnings.warn(
-                f"{bad.size} of {has_model.size} datasets (first: {bad[:10].tolist()}) have no model "
-                f"(statuses {status_counts(self.status_[bad])}): their entries are None.",
+                f"{_validate.some_datasets(~has_model)} have no model "
+                f"(statuses {status_counts(self.status_[~has_model])}): their entries are None.",
                 RuntimeWarning,
                 stacklevel=2,
             )
-        return [self.get_estimator(i).to_sklearn() if ok else None for i, ok in enumerate(has_model)]
+        keys = self._dataset_keys()  # once: get_estimator splits them for every dataset
+        return [self._estimator(i, keys[i]).to_sklearn() if ok else None for i, ok in enumerate(has_model)]
 
     # -- saving (see _MixtureBase.save / load)
     def _extra_to_file(self, arrays, attributes):
