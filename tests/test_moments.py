@@ -121,9 +121,9 @@ def test_batch_redoes_only_the_risky_datasets():
     for i, far in enumerate((False, True, False, False, True)):
         one = gmmjax.fit(Xs[i], config, key=keys[i])  # its own fit: moments, or redone
         mine = jax.tree_util.tree_map(lambda a: a[i], got)
-        if far:  # exactly the centred fit
+        if far:  # the centred fit, up to the rounding of a batched program against a single one
             for a, b in zip(jax.tree_util.tree_leaves(mine), jax.tree_util.tree_leaves(_centred_fit(Xs[i], config, keys[i]))):
-                np.testing.assert_array_equal(a, b)
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(mine.params.means, one.params.means, rtol=1e-5, atol=1e-6)
         assert int(mine.n_iter) == int(one.n_iter)
 
