@@ -4,10 +4,10 @@ import os
 
 # The suite compiles some 3,000 XLA programs, and compiling is most of its time. XLA's
 # CPU compiler without its newer fusion emitters compiles them a third faster (the whole
-# suite: 776 s against 1,177 s on the 2-core CI machine) and runs them somewhat slower,
-# which no test measures. Users and the benchmarks keep XLA's defaults; set
-# GMMJAX_TEST_XLA_DEFAULTS=1 to run the tests with them too. This must come before JAX
-# starts its CPU backend; subprocesses that tests start inherit it.
+# suite on a 2-core AVX2 host: 776 s, and 903 s in a fresh CI clone, against 1,177 s)
+# and runs them somewhat slower, which no test measures. Users and the benchmarks keep
+# XLA's defaults; set GMMJAX_TEST_XLA_DEFAULTS=1 to run the tests with them too. This
+# must come before JAX starts its CPU backend; subprocesses that tests start inherit it.
 if not os.environ.get("GMMJAX_TEST_XLA_DEFAULTS") and "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_fusion_emitters=false").strip()
 
