@@ -450,8 +450,10 @@ def init_params(p, config, D, dtype, batch):
         return None
     ct = config.covariance_type
     kw = dict(K=config.n_components, D=D, batch=batch, name="init_params", dtype=dtype)
-    p = params(p, ct, values=False, **kw)
-    if batch is not None and all(_concrete(a) for a in p):
+    if batch is None:  # one mixture: no placeholders to stand in for
+        return params(p, ct, **kw)
+    p = params(p, ct, values=False, **kw)  # shapes first: the weights are (B, K) below
+    if all(_concrete(a) for a in p):
         empty = ~np.asarray(p.weights).any(axis=1)
         if empty.any():
             warnings.warn(
