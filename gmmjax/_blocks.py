@@ -376,7 +376,7 @@ def plan(Xs, config: EMConfig, *, key, mask, weights, init_params, chunk_size, b
     keys = _validate.key_for(key, init_params, batch=B)
     init = _validate.init_params(init_params, config, D, dtype, batch=B)
     if weights is not None:  # on the host, a block at a time; _validate words the error
-        _validate.check_host_weights(src.weights())
+        _validate.check_host_weights(src.weights(), dtype)
     total = _round_up(B, block)
     return Blocks(
         source=src,

@@ -228,6 +228,10 @@ def _prepare(X, w, config: EMConfig, n_active) -> _Prepared:
     keep = valid & row_finite
     X = jnp.where(keep[:, None], X, 0.0)
     wk = jnp.where(keep, w, 0.0)
+    # Weights over their maximum first: a sum of 80 weights of 1e37 overflows float32.
+    # (Unit weights stay exactly 1.)
+    top = jnp.max(wk)
+    wk = wk / jnp.where(top > 0, top, 1.0)
     total = jnp.sum(wk)
     # The mean as a kept row plus the mean offset from it: exact for constant data, whose
     # centred values are then exactly 0 (a plain mean of 50 copies of 1e30 in float32
@@ -239,7 +243,7 @@ def _prepare(X, w, config: EMConfig, n_active) -> _Prepared:
     mean_w = jnp.where(total > 0, total / jnp.maximum(jnp.sum(keep), 1).astype(total.dtype), 1.0)
     return _Prepared(
         X=jnp.where(keep[:, None], Xr - offset, 0.0),
-        w=jnp.where(keep, w / mean_w, 0.0),
+        w=jnp.where(keep, wk / mean_w, 0.0),
         skip=nonfinite | too_few,
         bad_status=jnp.where(nonfinite, Status.NONFINITE_INPUT, Status.TOO_FEW_POINTS).astype(jnp.int32),
         active=jnp.arange(K) < n_active,
@@ -922,7 +926,7 @@ def _fit_ragged(Xs, config: EMConfig, key, mask, weights, init_params, length_bu
     source = np.result_type(*{a.dtype for a in arrays})
     dtype = _compute_dtype(source)
     init = _validate.init_params(init_params, config, D, dtype, batch=B)
-    _validate.check_host_weights(weights or [])
+    _validate.check_host_weights(weights or [], dtype)
     if source != dtype:
         _validate._as_float_array(np.zeros(0, source))  # its float64 warning, once (as `_blocks.plan`)
 

@@ -114,16 +114,34 @@ def check_finite_points(X, w=None, what="X") -> None:
     raise ValueError(f"{what} contains NaN or infinity{where}: remove those points (or, for a padded batch, mask them).")
 
 
-def _check_weights(w, shape):
+def _check_weights(w, shape, dtype=None):
+    """Checked weights. ``dtype``: the data's, which the weights take later (default
+    their own): there they must stay finite, and positive ones must stay normal
+    numbers (compiled code on a CPU reads subnormal ones as 0)."""
+    given = w
     # Weights take the data's dtype later; their own float64 is no precision loss to report.
     w = w if isinstance(w, jax.Array) else np.asarray(w, np.float32 if not jax.config.jax_enable_x64 else None)
     w = _as_float_array(w)
     if w.shape != shape:
         raise ValueError(f"weights must have shape {shape} (one per sample), got {w.shape}.")
     if _concrete(w):
-        wn = np.asarray(w)
-        if not np.all(np.isfinite(wn)) or np.any(wn < 0):
+        exact = np.asarray(given, np.float64) if not isinstance(given, jax.Array) else np.asarray(w)
+        if not np.all(np.isfinite(exact)) or np.any(exact < 0):
             raise ValueError("weights must be finite and >= 0 (use 0 to ignore a sample).")
+        target = np.dtype(dtype if dtype is not None else w.dtype)
+        with np.errstate(over="ignore", under="ignore"):
+            cast = exact.astype(target)
+        if not np.all(np.isfinite(cast)):
+            raise ValueError(
+                f"weights overflow {target} (the largest is {np.max(exact):.3g}): only their ratios matter, "
+                "so divide them by a constant (their maximum, say)."
+            )
+        tiny = np.finfo(target).tiny
+        if np.any((exact > 0) & (cast < tiny)):
+            raise ValueError(
+                f"weights must be 0 or at least {tiny:.3g} (smaller ones read as 0 in {target}): only their "
+                "ratios matter, so multiply them by a constant (1 / their maximum, say)."
+            )
     return w
 
 
@@ -141,7 +159,7 @@ def one_dataset(X, weights):
         raise ValueError("X is empty (0 samples): pass at least n_components samples.")
     if X.shape[1] == 0:
         raise ValueError("X has 0 features: pass data of shape (n_samples, n_features >= 1).")
-    w = jnp.ones(X.shape[0], X.dtype) if weights is None else _check_weights(weights, X.shape[:1])
+    w = jnp.ones(X.shape[0], X.dtype) if weights is None else _check_weights(weights, X.shape[:1], X.dtype)
     return X, w.astype(X.dtype)
 
 
@@ -173,12 +191,11 @@ def read_list(Xs, weights):
     return arrays, weights
 
 
-def check_host_weights(weights) -> None:
+def check_host_weights(weights, dtype=None) -> None:
     """The ValueError of `_check_weights` for the first of these host weight arrays that
-    is not finite and non-negative: checked before any work starts."""
+    fails it (for data of ``dtype``): checked before any work starts."""
     for w in weights:
-        if not (np.all(np.isfinite(w)) and np.all(w >= 0)):
-            _check_weights(w, w.shape)
+        _check_weights(w, np.shape(w), dtype)
 
 
 def _pad_list(Xs, weights):
@@ -244,7 +261,7 @@ def batch(Xs, mask, weights, unit_weights=True):
         raise ValueError("Xs has 0 features: pass data of shape (B, N, n_features >= 1).")
     if weights is None and mask is None and not unit_weights and N > 0:
         return X, None
-    w = jnp.ones((B, N), X.dtype) if weights is None else _check_weights(weights, (B, N))
+    w = jnp.ones((B, N), X.dtype) if weights is None else _check_weights(weights, (B, N), X.dtype)
     if mask is not None:
         mask = mask if isinstance(mask, jax.Array) else np.asarray(mask)
         if mask.shape != (B, N):

@@ -161,3 +161,31 @@ def test_asymmetric_init_covariances_are_refused():
     c = np.array([[[1.0, 0.5], [-0.5, 1.0]]] * 2)  # eigvalsh would read only one triangle
     with pytest.raises(ValueError, match="init_params.covariances must be symmetric"):
         gmmjax.fit(X, gmmjax.EMConfig(2), init_params=p._replace(covariances=c))
+
+
+def test_weights_that_float32_cannot_hold_are_refused_with_what_to_do():
+    X32 = X.astype(np.float32)
+    with pytest.raises(ValueError, match="weights overflow float32 .* divide them by a constant"):
+        gmmjax.fit(X32, gmmjax.EMConfig(2), key=KEY, weights=np.full(30, 1e300))
+    # Subnormal weights read as 0 in compiled CPU code: the fit said TOO_FEW_POINTS.
+    for w in (np.full(30, 1e-40, np.float32), np.full(30, 1e-300)):
+        with pytest.raises(ValueError, match="weights must be 0 or at least 1.18e-38 .* multiply them"):
+            gmmjax.fit(X32, gmmjax.EMConfig(2), key=KEY, weights=w)
+    with pytest.raises(ValueError, match="weights must be 0 or at least"):
+        gmmjax.fit_batch([X32, X32], gmmjax.EMConfig(2), key=KEY, weights=[np.ones(30), np.full(30, 1e-40)])
+    # float64 data holds them.
+    assert gmmjax.fit(X, gmmjax.EMConfig(2), key=KEY, weights=np.full(30, 1e-300)).status == gmmjax.Status.CONVERGED
+
+
+def test_weights_whose_sum_overflows_give_the_unit_weight_fit():
+    """Only the weights' ratios matter: 1e37 each (their float32 sum overflows) is the
+    fit of unit weights, where it used to be a NUMERICAL_FAILURE."""
+    X32 = np.concatenate([X, X + 6]).astype(np.float32)
+    Xs = np.stack([X32, X32])
+    W = np.ones((2, 60), np.float32)
+    W[1] = 1e37
+    res = gmmjax.fit_batch(Xs, gmmjax.EMConfig(2), key=jax.numpy.stack([KEY, KEY]), weights=W)  # same seeds
+    assert [gmmjax.Status(int(s)) for s in res.status] == [gmmjax.Status.CONVERGED] * 2
+    np.testing.assert_allclose(res.log_likelihood[1], res.log_likelihood[0], rtol=1e-6)
+    np.testing.assert_allclose(res.params.means[1], res.params.means[0], rtol=1e-5, atol=1e-5)
+
