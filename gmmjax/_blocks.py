@@ -22,6 +22,7 @@ of datasets on the host, and each block is one call of the same compiled engine:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Callable, NamedTuple, Optional
 
@@ -115,6 +116,35 @@ def dataset_bytes(N: int, D: int, config: EMConfig, itemsize: int, restarts: int
         result=result * itemsize,
         engine=dataset_floats(N, D, config, restarts) * itemsize,
     )
+
+
+def check_one_dataset_fits(
+    N: int, D: int, config: EMConfig, itemsize: int, restarts: int, budget: Optional[int] = None
+) -> None:
+    """ValueError where one dataset alone (a block of one) needs more than ``budget``
+    bytes (default `memory_budget`), before the compiled call fails to allocate them.
+    The trace buffers are sized by max_iter, not by the iterations run, so a large
+    max_iter (harmless in scikit-learn) is the usual cause, and the message says so."""
+    one = _block_of_one(dataset_bytes(N, D, config, itemsize, restarts))
+    if budget is None:
+        if one <= SMALL_CALL_BYTES:
+            return
+        budget = memory_budget()
+    if one <= budget:
+        return
+    untraced = _block_of_one(dataset_bytes(N, D, dataclasses.replace(config, trace=None), itemsize, restarts))
+    what = f"one dataset ({N} points x {D} features, {restarts} restarts) needs {one / 2**30:.1f} GiB"
+    if 2 * (one - untraced) > one:
+        raise ValueError(
+            f"{what}, mostly for its trace: buffers of max_iter + 1 = {config.max_iter + 1} entries per restart "
+            f"(trace={config.trace!r}), sized before EM runs. That is more than the {budget / 2**30:.1f} GiB "
+            "of memory available: lower max_iter, or (gmmjax.fit, fit_batch) fit with trace=None."
+        )
+    raise ValueError(f"{what}, more than the {budget / 2**30:.1f} GiB of memory available: fit a smaller dataset.")
+
+
+def _block_of_one(per: DatasetBytes) -> int:
+    return 2 * (per.input + per.result) + per.engine
 
 
 def block_size_for(budget: int, chunk: int, per: DatasetBytes, jobs: int = 1) -> tuple[int, int]:
@@ -357,6 +387,7 @@ def plan(Xs, config: EMConfig, *, key, mask, weights, init_params, chunk_size, b
     if block_size is None and not progress and need <= SMALL_CALL_BYTES:
         return None
     budget = memory_budget()
+    check_one_dataset_fits(N, D, config, dtype.itemsize, restarts, budget)
     if cpu:  # the gathered results take host RAM too (twice with parts)
         budget -= B * per.result * (2 if jobs > 1 else 1)
     block, fit_chunk = block_size_for(budget, chunk, per, jobs)

@@ -787,6 +787,9 @@ def fit(X, config: EMConfig, *, key=None, weights=None, init_params: GMMParams |
     X, w = _validate.one_dataset(X, weights)
     key = _validate.key_for(key, init_params, batch=None)
     init = _validate.init_params(init_params, config, X.shape[1], X.dtype, batch=None)
+    from gmmjax import _blocks  # the host-side driver (it imports this module)
+
+    _blocks.check_one_dataset_fits(*X.shape, config, X.dtype.itemsize, 1 if init is not None else config.n_init)
     moments = _use_moments(X, config)
     res, risky = _fit_jit(X, w, key, init, config=config, moments=moments)
     if not moments:

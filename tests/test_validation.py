@@ -189,3 +189,17 @@ def test_weights_whose_sum_overflows_give_the_unit_weight_fit():
     np.testing.assert_allclose(res.log_likelihood[1], res.log_likelihood[0], rtol=1e-6)
     np.testing.assert_allclose(res.params.means[1], res.params.means[0], rtol=1e-5, atol=1e-5)
 
+
+@pytest.mark.parametrize("call", ["fit", "fit_batch", "estimator"])
+def test_a_trace_larger_than_memory_is_refused_before_the_fit(call):
+    """The trace buffers hold max_iter + 1 entries per restart whatever the iterations
+    run: max_iter = 2**31 - 2 with trace="params" asks for terabytes. A ValueError
+    that names max_iter, not XLA's out-of-memory error (or a hang)."""
+    config = gmmjax.EMConfig(5, covariance_type="full", n_init=10, max_iter=2**31 - 2, trace="params")
+    with pytest.raises(ValueError, match=r"max_iter \+ 1 = 2147483647 entries per restart .* lower max_iter"):
+        if call == "fit":
+            gmmjax.fit(X, config, key=KEY)
+        elif call == "fit_batch":
+            gmmjax.fit_batch(np.stack([X, X]), config, key=KEY)
+        else:  # the estimator keeps a log-likelihood trace: 10 restarts x 2**31 x 8 bytes
+            gmmjax.GaussianMixture(2, max_iter=2**31 - 2, n_init=10).fit(X)
