@@ -353,17 +353,26 @@ def params(p, covariance_type, *, K=None, D=None, batch=None, name="params", dty
             )
     if values and all(_concrete(a) for a in arrs):
         bad = _value_problems(GMMParams(*arrs), covariance_type)  # checked in this order
+        # In a batch, say which mixtures fail (the first 10).
+        where = (lambda f: f" (datasets {np.flatnonzero(f)[:10].tolist()})") if arrs[0].ndim > 1 else (lambda f: "")
         if bad["finite"].any():
-            raise ValueError(f"{name} must be finite.")
+            raise ValueError(f"{name} must be finite{where(bad['finite'])}.")
         if bad["weights"].any():
             if not np.asarray(arrs[0]).any():
                 raise ValueError(f"{name}.weights are all 0: {NO_MODEL}.")
             sums = np.asarray(arrs[0], np.float64).sum(-1)
-            raise ValueError(f"{name}.weights must be >= 0 and sum to 1 (got sums {np.unique(sums)[:3]}).")
+            raise ValueError(
+                f"{name}.weights must be >= 0 and sum to 1{where(bad['weights'])} (got sums {np.unique(sums)[:3]})."
+            )
         if bad["symmetric"].any():
-            raise ValueError(f"{name}.covariances must be symmetric (covariance_type={covariance_type!r}).")
+            raise ValueError(
+                f"{name}.covariances must be symmetric{where(bad['symmetric'])} (covariance_type={covariance_type!r})."
+            )
         if bad["positive definite"].any():
-            raise ValueError(f"{name}.covariances must be positive definite (covariance_type={covariance_type!r}).")
+            raise ValueError(
+                f"{name}.covariances must be positive definite{where(bad['positive definite'])} "
+                f"(covariance_type={covariance_type!r})."
+            )
     return GMMParams(*arrs)
 
 

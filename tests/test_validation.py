@@ -107,6 +107,10 @@ def test_init_params_values_are_checked(bad, match):
     good = dict(weights=np.ones(2) / 2, means=np.zeros((2, 2)), covariances=np.stack([np.eye(2)] * 2))
     with pytest.raises(ValueError, match=match):
         gmmjax.fit(X, gmmjax.EMConfig(2), init_params=gmmjax.GMMParams(**{**good, **bad}))
+    # In a batch the message names the datasets whose init_params fail (here the third).
+    batch = {k: np.stack([v, v, np.asarray(bad.get(k, v), float)]) for k, v in good.items()}
+    with pytest.raises(ValueError, match=rf"{match}.*\(datasets \[2\]\)"):
+        gmmjax.fit_batch(np.stack([X] * 3), gmmjax.EMConfig(2), init_params=gmmjax.GMMParams(**batch))
 
 
 def test_config_must_be_an_emconfig():
