@@ -125,7 +125,9 @@ def _check_weights(w, shape, dtype=None):
     if w.shape != shape:
         raise ValueError(f"weights must have shape {shape} (one per sample), got {w.shape}.")
     if _concrete(w):
-        exact = np.asarray(given, np.float64) if not isinstance(given, jax.Array) else np.asarray(w)
+        exact = np.asarray(given) if not isinstance(given, jax.Array) else np.asarray(w)
+        if exact.dtype.kind != "f":  # counts, booleans: as floats (float weights: no copy)
+            exact = exact.astype(np.float64)
         if not np.all(np.isfinite(exact)) or np.any(exact < 0):
             raise ValueError("weights must be finite and >= 0 (use 0 to ignore a sample).")
         target = np.dtype(dtype if dtype is not None else w.dtype)
