@@ -161,7 +161,7 @@ def block_size_for(budget: int, chunk: int, per: DatasetBytes, jobs: int = 1) ->
     block = (budget - jobs * chunk * per.engine) // max(stored, 1)
     if block >= chunk:
         return int(block // chunk * chunk), chunk
-    block = max(1, budget // max(stored + per.engine, 1))
+    block = max(1, budget // max(_block_of_one(per), 1))
     return int(block), int(block)
 
 

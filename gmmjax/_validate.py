@@ -115,9 +115,8 @@ def check_finite_points(X, w=None, what="X") -> None:
 
 
 def _check_weights(w, shape, dtype=None):
-    """Checked weights. ``dtype``: the data's, which the weights take later (default
-    their own): there they must stay finite, and positive ones must stay normal
-    numbers (compiled code on a CPU reads subnormal ones as 0)."""
+    """Checked weights (`_check_weight_values`). ``dtype``: the data's, which the
+    weights take later (default their own)."""
     given = w
     # Weights take the data's dtype later; their own float64 is no precision loss to report.
     w = w if isinstance(w, jax.Array) else np.asarray(w, np.float32 if not jax.config.jax_enable_x64 else None)
@@ -125,26 +124,34 @@ def _check_weights(w, shape, dtype=None):
     if w.shape != shape:
         raise ValueError(f"weights must have shape {shape} (one per sample), got {w.shape}.")
     if _concrete(w):
-        exact = np.asarray(given) if not isinstance(given, jax.Array) else np.asarray(w)
-        if exact.dtype.kind != "f":  # counts, booleans: as floats (float weights: no copy)
-            exact = exact.astype(np.float64)
-        if not np.all(np.isfinite(exact)) or np.any(exact < 0):
-            raise ValueError("weights must be finite and >= 0 (use 0 to ignore a sample).")
-        target = np.dtype(dtype if dtype is not None else w.dtype)
-        with np.errstate(over="ignore", under="ignore"):
-            cast = exact.astype(target)
-        if not np.all(np.isfinite(cast)):
-            raise ValueError(
-                f"weights overflow {target} (the largest is {np.max(exact):.3g}): only their ratios matter, "
-                "so divide them by a constant (their maximum, say)."
-            )
-        tiny = np.finfo(target).tiny
-        if np.any((exact > 0) & (cast < tiny)):
-            raise ValueError(
-                f"weights must be 0 or at least {tiny:.3g} (smaller ones read as 0 in {target}): only their "
-                "ratios matter, so multiply them by a constant (1 / their maximum, say)."
-            )
+        _check_weight_values(
+            np.asarray(given) if not isinstance(given, jax.Array) else np.asarray(w), w.dtype if dtype is None else dtype
+        )
     return w
+
+
+def _check_weight_values(w: np.ndarray, dtype) -> None:
+    """ValueError unless the weights w (as given) are finite and >= 0 and, in the data's
+    ``dtype``, stay finite, with positive ones normal numbers (compiled code on a CPU
+    reads subnormal ones as 0)."""
+    if w.dtype.kind != "f":  # counts, booleans: as floats (float weights: no copy)
+        w = w.astype(np.float64)
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("weights must be finite and >= 0 (use 0 to ignore a sample).")
+    target = np.dtype(dtype)
+    with np.errstate(over="ignore", under="ignore"):
+        cast = w.astype(target, copy=False)
+    if not np.all(np.isfinite(cast)):
+        raise ValueError(
+            f"weights overflow {target} (the largest is {np.max(w):.3g}): only their ratios matter, "
+            "so divide them by a constant (their maximum, say)."
+        )
+    tiny = np.finfo(target).tiny
+    if np.any((w > 0) & (cast < tiny)):
+        raise ValueError(
+            f"weights must be 0 or at least {tiny:.3g} (smaller ones read as 0 in {target}): only their "
+            "ratios matter, so multiply them by a constant (1 / their maximum, say)."
+        )
 
 
 def one_dataset(X, weights):
@@ -193,11 +200,11 @@ def read_list(Xs, weights):
     return arrays, weights
 
 
-def check_host_weights(weights, dtype=None) -> None:
-    """The ValueError of `_check_weights` for the first of these host weight arrays that
-    fails it (for data of ``dtype``): checked before any work starts."""
+def check_host_weights(weights, dtype) -> None:
+    """The ValueError of `_check_weight_values` for the first of these host weight
+    arrays that fails it (for data of ``dtype``): checked before any work starts."""
     for w in weights:
-        _check_weights(w, np.shape(w), dtype)
+        _check_weight_values(np.asarray(w), dtype)
 
 
 def _pad_list(Xs, weights):
