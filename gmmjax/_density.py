@@ -29,7 +29,8 @@ from jax.scipy.special import logsumexp
 from gmmjax._compile import traced
 from gmmjax._em import highest_precision, weighted_log_prob
 from gmmjax._types import GMMParams
-from gmmjax._validate import _is_int, _pad_list, batched_params, check_covariance_type, check_finite_points, is_batched, key_for
+from gmmjax._validate import _is_int, _pad_list, as_mask, batched_params, check_covariance_type, check_finite_points, check_real
+from gmmjax._validate import is_batched, key_for
 from gmmjax._validate import user_stacklevel
 from gmmjax._validate import params as _validate_params
 
@@ -63,11 +64,9 @@ def _prepare(params, X, covariance_type, mask=None):
         raise ValueError(f"X has {X.shape[-1]} features but the means have {params.means.shape[-1]}.")
     if batched and X.shape[0] != params.weights.shape[0]:
         raise ValueError(f"X holds {X.shape[0]} datasets but the params {params.weights.shape[0]} (weights {params.weights.shape}).")
+    check_real(X)
     if mask is not None:
-        mask = mask if isinstance(mask, jax.Array) else np.asarray(mask)
-        if mask.shape != X.shape[:-1]:
-            raise ValueError(f"mask must have shape {X.shape[:-1]} (one per point of X), got {mask.shape}.")
-        mask = mask.astype(bool)
+        mask = as_mask(mask, X.shape[:-1])
     ok = None
     if batched:
         params, ok = batched_params(params, covariance_type)

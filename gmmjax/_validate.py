@@ -72,13 +72,47 @@ def check_config(c) -> None:
         raise ValueError(f"Unknown trace {c.trace!r}; use None, 'loglik' or 'params'.")
 
 
-def _as_float_array(x):
+def check_real(x, what="X") -> None:
+    """ValueError for complex values, which a cast to float would cut to their real part
+    (NumPy says so only with a ComplexWarning)."""
+    if np.dtype(x.dtype).kind == "c":
+        advice = (
+            " Pass the real and imaginary parts as two features, e.g. np.stack([z.real, z.imag], axis=-1)."
+            if what != "weights" else ""
+        )
+        raise ValueError(f"{what} is complex ({x.dtype}); the mixtures are real-valued.{advice}")
+
+
+def as_mask(mask, shape, named=""):
+    """``mask`` as a bool array (NumPy, or JAX as given) of ``shape`` (``named``: how the
+    error names it, e.g. "(B, N) = "): True marks a point to use. Integers and floats must be 0 or 1: a mask of 0.5 is a mistake (weights
+    take fractions), not a True. Traced masks cannot be read and are cast as they are."""
+    mask = mask if isinstance(mask, jax.Array) else np.asarray(mask)
+    if mask.shape != tuple(shape):
+        raise ValueError(f"mask must have shape {named}{tuple(shape)} (one per point, True = use it), got {mask.shape}.")
+    kind = np.dtype(mask.dtype).kind
+    if kind == "b":
+        return mask
+    if kind not in "iuf":
+        raise ValueError(f"mask must be boolean (True = use the point), got dtype {mask.dtype}.")
+    if _concrete(mask):
+        values = np.asarray(mask)
+        if not np.all((values == 0) | (values == 1)):
+            raise ValueError(
+                "mask must be boolean (True = use the point) or 0/1, got values such as "
+                f"{values[(values != 0) & (values != 1)].flat[0].item()!r}; for fractional importance pass weights=."
+            )
+    return mask.astype(bool)
+
+
+def _as_float_array(x, what="X"):
     """jnp array of a floating dtype (integers and float16 become the default float).
 
     float64 data with JAX's 64-bit mode off becomes float32: said once per call site
-    with a UserWarning, never silently.
+    with a UserWarning, never silently. Complex data are refused (`check_real`).
     """
     x = x if isinstance(x, jax.Array) else np.asarray(x)
+    check_real(x, what)
     if not jnp.issubdtype(x.dtype, jnp.floating) or jnp.finfo(x.dtype).bits < 32:
         x = x.astype(jnp.result_type(float))
     if x.dtype == np.float64 and not jax.config.jax_enable_x64:
@@ -118,9 +152,11 @@ def _check_weights(w, shape, dtype=None):
     """Checked weights (`_check_weight_values`). ``dtype``: the data's, which the
     weights take later (default their own)."""
     given = w
+    if not isinstance(w, jax.Array):
+        check_real(np.asarray(w), "weights")
     # Weights take the data's dtype later; their own float64 is no precision loss to report.
     w = w if isinstance(w, jax.Array) else np.asarray(w, np.float32 if not jax.config.jax_enable_x64 else None)
-    w = _as_float_array(w)
+    w = _as_float_array(w, "weights")
     if w.shape != shape:
         raise ValueError(f"weights must have shape {shape} (one per sample), got {w.shape}.")
     if _concrete(w):
@@ -218,6 +254,7 @@ def _pad_list(Xs, weights):
         raise ValueError("Xs is an empty list: pass at least one dataset.")
     arrays = [a[:, None] if a.ndim == 1 else a for a in arrays]
     for i, a in enumerate(arrays):
+        check_real(a, f"dataset {i}")
         if a.ndim != 2:
             raise ValueError(f"dataset {i} must have shape (n_samples,) or (n_samples, n_features), got {a.shape}.")
     D = {a.shape[1] for a in arrays}
@@ -272,10 +309,7 @@ def batch(Xs, mask, weights, unit_weights=True):
         return X, None
     w = jnp.ones((B, N), X.dtype) if weights is None else _check_weights(weights, (B, N), X.dtype)
     if mask is not None:
-        mask = mask if isinstance(mask, jax.Array) else np.asarray(mask)
-        if mask.shape != (B, N):
-            raise ValueError(f"mask must have shape (B, N) = {(B, N)} to match Xs, got {mask.shape}.")
-        w = jnp.where(jnp.asarray(mask, bool), w, 0.0)
+        w = jnp.where(as_mask(mask, (B, N), "(B, N) = "), w, 0.0)
     if N == 0:  # no points at all: one padded point of weight 0, so every dataset gets
         # TOO_FEW_POINTS, as a list of empty datasets does
         return jnp.zeros((B, 1, D), X.dtype), jnp.zeros((B, 1), X.dtype)

@@ -736,6 +736,7 @@ def _as_batch(Xs, mask, lengths, n_features=None):
             if hasattr(x, "toarray") or hasattr(x, "tocsr"):
                 raise TypeError("sparse datasets are not supported; pass dense arrays.")
             a = np.asarray(x)
+            _validate.check_real(a, f"dataset {i}")
             if a.dtype.kind not in "biuf":
                 try:
                     a = a.astype(np.float64)
@@ -771,9 +772,7 @@ def _as_batch(Xs, mask, lengths, n_features=None):
         if mask is not None and lengths is not None:
             raise ValueError("pass mask= or lengths=, not both.")
         if mask is not None:
-            valid = np.asarray(mask, bool)
-            if valid.shape != (B, N):
-                raise ValueError(f"mask must have shape (B, N) = {(B, N)}, got {valid.shape}.")
+            valid = np.asarray(_validate.as_mask(mask, (B, N), "(B, N) = "))
         elif lengths is not None:
             lens = np.asarray(lengths)
             if lens.shape != (B,) or lens.dtype.kind not in "iu" or np.any(lens < 0) or np.any(lens > N):

@@ -65,6 +65,50 @@ def test_mask_shape_must_match():
         gmmjax.fit_batch([X, X], gmmjax.EMConfig(2), key=KEY, mask=np.ones((2, 30), bool))
 
 
+def test_mask_must_be_boolean_or_0_and_1():
+    """A mask of 0.5 once counted as True; fractions belong in weights=."""
+    from gmmjax.sklearn import BatchGaussianMixture
+
+    Xs, config = np.stack([X, X + 1]), gmmjax.EMConfig(2)
+    half = np.ones((2, 30))
+    half[1, 4] = 0.5
+    for call in (
+        lambda m: gmmjax.fit_batch(Xs, config, key=KEY, mask=m),
+        lambda m: BatchGaussianMixture(2).fit(Xs, mask=m),
+        lambda m: gmmjax.log_prob(gmmjax.GMMParams(np.full((2, 2), 0.5), Xs[:, :2], np.ones((2, 2))),
+                                  Xs, covariance_type="spherical", mask=m),
+    ):
+        with pytest.raises(ValueError, match="mask must be boolean .* got values such as 0.5; .* weights="):
+            call(half)
+        with pytest.raises(ValueError, match="mask must be boolean .* got dtype <U1"):
+            call(np.full((2, 30), "y"))
+    ones = np.ones((2, 30), np.int64)
+    ones[1, 10:] = 0
+    by_int, by_bool = (gmmjax.fit_batch(Xs, config, key=KEY, mask=m) for m in (ones, ones.astype(bool)))
+    for a, b in zip(jax.tree_util.tree_leaves(by_int), jax.tree_util.tree_leaves(by_bool)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_complex_data_are_refused_not_cut_to_their_real_part():
+    from gmmjax.sklearn import BatchGaussianMixture
+
+    Z, config = X + 1j, gmmjax.EMConfig(2)
+    two_features = "the mixtures are real-valued. Pass the real and imaginary parts as two features"
+    with pytest.raises(ValueError, match=r"X is complex \(complex128\); " + two_features):
+        gmmjax.fit(Z, config, key=KEY)
+    with pytest.raises(ValueError, match="X is complex"):
+        gmmjax.fit_batch(np.stack([Z, Z]), config, key=KEY)
+    with pytest.raises(ValueError, match="dataset 1 is complex"):
+        gmmjax.fit_batch([X, Z], config, key=KEY)
+    with pytest.raises(ValueError, match="dataset 1 is complex"):
+        BatchGaussianMixture(2).fit([X, Z])
+    with pytest.raises(ValueError, match=r"weights is complex \(complex128\); the mixtures are real-valued.$"):
+        gmmjax.fit(X, config, key=KEY, weights=np.ones(30) + 0j)
+    params = gmmjax.GMMParams(np.full(2, 0.5), X[:2], np.ones(2))
+    with pytest.raises(ValueError, match="X is complex"):
+        gmmjax.log_prob(params, Z, covariance_type="spherical")
+
+
 def test_bad_weights():
     with pytest.raises(ValueError, match=r"weights must have shape \(30,\)"):
         gmmjax.fit(X, gmmjax.EMConfig(2), key=KEY, weights=np.ones(3))
