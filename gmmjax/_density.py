@@ -35,12 +35,15 @@ from gmmjax._validate import user_stacklevel
 from gmmjax._validate import params as _validate_params
 
 
-def _prepare(params, X, covariance_type, mask=None):
+def _prepare(params, X, covariance_type, mask=None, results="Their results are NaN (labels -1)."):
     """(params, X, batched, mask, lengths): checked params, X as a JAX array of the
     params' dtype with a feature axis, and the optional mask (X.shape[:-1] bool). Masked
     points may hold anything (they become 0 here); an unmasked NaN or inf raises. For
     batched params X may be a list of B (N_i, D) arrays: padded here, and ``lengths``
-    (else None) lets `_per_dataset` cut the results back to one array per dataset."""
+    (else None) lets `_per_dataset` cut the results back to one array per dataset.
+    Batched params without a usable model (`batched_params`, whose warning ends with
+    ``results``) get stand-ins, and their datasets' points are all masked.
+    The data path of the density functions here and of the criteria (`gmmjax._select`)."""
     batched = is_batched(params)
     # Batched params: shapes here, values per dataset once X is known to fit them (a call
     # that fails on X warns about nothing).
@@ -69,7 +72,7 @@ def _prepare(params, X, covariance_type, mask=None):
         mask = as_mask(mask, X.shape[:-1])
     ok = None
     if batched:
-        params, ok = batched_params(params, covariance_type)
+        params, ok = batched_params(params, covariance_type, results=results)
     if ok is not None and not ok.all():  # datasets without a usable model: every point masked
         mask = (ok[:, None] if mask is None else mask & ok[:, None]) & np.ones(X.shape[:-1], bool)
     if X.dtype.kind in "fc":  # before the copy to the device: a NumPy check is cheap

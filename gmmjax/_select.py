@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gmmjax import _threads, _validate
+from gmmjax import _density, _threads, _validate
 from gmmjax._covariance import COVARIANCE
 from gmmjax._em import e_step
 from gmmjax._compile import engine_jit
@@ -333,35 +333,6 @@ def select_n_components(
 
 
 # ---------------------------------------------------------------- plain criteria
-def _data_and_weights(params: GMMParams, X, mask, covariance_type):
-    """(params, X, w, batched, ok): params checked (`gmmjax._validate.params`; batched
-    ones per dataset by `_validate.batched_params`: a dataset without a usable model, as
-    a fit_batch result may hold, scores +inf with a warning rather than failing the
-    batch; ok (B,) is False there, None for one mixture or traced params), X (N, D) or
-    (B, N, D) and weights (0 where masked); a non-finite unmasked point raises."""
-    batched = _validate.is_batched(params)
-    params = _validate.params(params, covariance_type, values=not batched)
-    if batched:
-        X, w = _validate.batch(X, mask, None)
-        if X.shape[0] != params.weights.shape[0]:
-            raise ValueError(f"X holds {X.shape[0]} datasets but the params {params.weights.shape[0]}.")
-    else:
-        if mask is not None:
-            raise ValueError("mask is only for batched params (weights of shape (B, K)).")
-        X, w = _validate.one_dataset(X, None)
-    if X.shape[-1] != params.means.shape[-1]:
-        raise ValueError(f"X has {X.shape[-1]} features but the means have {params.means.shape[-1]}.")
-    ok = None
-    if batched:  # X fits the params: now their values, per dataset
-        params, ok = _validate.batched_params(
-            params, covariance_type, results="Their criteria are +inf (never selected)."
-        )
-    if ok is not None:
-        w = jnp.where(jnp.asarray(ok)[:, None], w, 0.0)  # a dataset without a model: its points are not checked
-    _validate.check_finite_points(X, w)
-    return params, X, w, batched, ok
-
-
 @functools.partial(jax.jit, static_argnames=("covariance_type", "batched"))
 def _criteria_of_params(params, X, w, covariance_type, batched):
     def one(p, x, ww):
@@ -377,11 +348,15 @@ def _criteria_of_params(params, X, w, covariance_type, batched):
 
 def _criterion(name, params, X, covariance_type, mask):
     check_covariance_type(covariance_type)
-    params, X, w, batched, ok = _data_and_weights(params, X, mask, covariance_type)
-    X, w = X.astype(params.means.dtype), w.astype(params.means.dtype)
+    # The density functions' data path: a dataset without a usable model has every point
+    # masked, and scores +inf (no point, no likelihood).
+    params, X, batched, mask, _ = _density._prepare(
+        params, X, covariance_type, mask, results="Their criteria are +inf (never selected)."
+    )
+    if X.shape[-2] == 0:
+        raise ValueError("X has 0 samples: a criterion needs at least one point.")
+    w = jnp.ones(X.shape[:-1], X.dtype) if mask is None else jnp.asarray(mask, X.dtype)
     out = np.asarray(_criteria_of_params(params, X, w, covariance_type, batched)[..., CRITERIA.index(name)])
-    if ok is not None:
-        out = np.where(ok, out, np.inf)
     return out if batched else float(out)
 
 
@@ -397,7 +372,8 @@ def bic(params: GMMParams, X, *, covariance_type: str = "full", mask=None):
       X: (N, D) data, or for batched params a (B, N, D) array (with ``mask``) or a
         list of (N_i, D) arrays.
       covariance_type: the covariance type of ``params``.
-      mask: optional (B, N) bool for padded batched X.
+      mask: optional bool of X's shape without the feature axis, False for points to
+        leave out (padding: they may hold anything, NaN included), as in `log_prob`.
 
     Returns:
       A float, or (B,) NumPy array for batched params.

@@ -171,6 +171,13 @@ def test_criteria_check_their_params_and_points(rng):
             scores = f(bad, Xs)
         np.testing.assert_allclose(scores[[0, 2]], f(params, X), rtol=1e-10)
         assert scores[1] == np.inf
+    # One mixture takes a mask as the density functions do: the criterion of the kept points.
+    keep = np.arange(len(X)) % 3 > 0
+    held_out = np.where(keep[:, None], X, np.nan)
+    for f in (gmmjax.bic, gmmjax.aic, gmmjax.icl):
+        np.testing.assert_allclose(f(params, held_out, mask=keep), f(params, X[keep]), rtol=1e-12)
+        with pytest.raises(ValueError, match="0 samples"):
+            f(params, X[:0])
 
 def test_too_few_points_mask_and_weights(rng):
     Xs = [three_clusters(rng, n=30), three_clusters(rng, n=30)[:3]]
