@@ -30,7 +30,7 @@ from gmmjax._compile import traced
 from gmmjax._em import highest_precision, weighted_log_prob
 from gmmjax._types import GMMParams
 from gmmjax._validate import _is_int, _pad_list, as_mask, batched_params, check_covariance_type, check_finite_points, check_real
-from gmmjax._validate import is_batched, key_for
+from gmmjax._validate import is_batched, key_for, numeric_array
 from gmmjax._validate import user_stacklevel
 from gmmjax._validate import params as _validate_params
 
@@ -54,7 +54,7 @@ def _prepare(params, X, covariance_type, mask=None, results="Their results are N
             raise ValueError("mask is for a padded array; a list of datasets is masked for you.")
         X, mask, _ = _pad_list(X, None)
         lengths = mask.sum(axis=1).tolist()  # the mask of a list is a NumPy array, traced or not
-    X = X if isinstance(X, jax.Array) else np.asarray(X)
+    X = X if isinstance(X, jax.Array) else numeric_array(X)
     want = 3 if batched else 2
     if X.ndim == want - 1:
         X = X[..., None]

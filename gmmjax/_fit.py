@@ -942,6 +942,17 @@ def _fit_ragged(Xs, config: EMConfig, key, mask, weights, init_params, length_bu
 
 
 def status_counts(status) -> dict:
-    """{Status name: count} for an array of statuses (e.g. ``fit_batch(...).status``)."""
-    values, counts = np.unique(np.asarray(status).ravel(), return_counts=True)
+    """{Status name: count} for an array of statuses (e.g. ``fit_batch(...).status``; a
+    result with a ``status`` field, such as the FitResult itself, is read the same way)."""
+    status = getattr(status, "status", status)
+    try:
+        values = np.asarray(status)
+        ok = values.size == 0 or (values.dtype.kind in "iu" and np.isin(values, [int(s) for s in Status]).all())
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"status_counts takes an array of gmmjax.Status values (e.g. fit_batch(...).status), got {status!r:.80}."
+        )
+    values, counts = np.unique(values.ravel(), return_counts=True)
     return {Status(int(v)).name: int(c) for v, c in zip(values, counts)}

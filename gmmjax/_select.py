@@ -30,7 +30,7 @@ import numpy as np
 from gmmjax import _density, _threads, _validate
 from gmmjax._covariance import COVARIANCE
 from gmmjax._em import e_step
-from gmmjax._compile import engine_jit
+from gmmjax._compile import engine_jit, traced
 from gmmjax._fit import _fit_dataset
 from gmmjax._types import COVARIANCE_TYPES, EMConfig, FitResult, GMMParams, Status
 from gmmjax._validate import check_covariance_type
@@ -233,6 +233,11 @@ def select_n_components(
       >>> int(sel.n_components), sel.scores.shape
       (3, (5, 1))
     """
+    if traced((Xs, weights, mask, key)):
+        raise ValueError(
+            "select_n_components picks the model on the host and cannot run inside jit or vmap; "
+            "call it outside, or fit each K with gmmjax.fit / fit_batch and compare gmmjax.bic inside."
+        )
     config = EMConfig(n_components=1) if config is None else config
     if not isinstance(config, EMConfig):
         raise ValueError("config must be a gmmjax.EMConfig (its n_components is ignored).")
@@ -356,8 +361,10 @@ def _criterion(name, params, X, covariance_type, mask):
     if X.shape[-2] == 0:
         raise ValueError("X has 0 samples: a criterion needs at least one point.")
     w = jnp.ones(X.shape[:-1], X.dtype) if mask is None else jnp.asarray(mask, X.dtype)
-    out = np.asarray(_criteria_of_params(params, X, w, covariance_type, batched)[..., CRITERIA.index(name)])
-    return out if batched else float(out)
+    out = _criteria_of_params(params, X, w, covariance_type, batched)[..., CRITERIA.index(name)]
+    if traced(out):  # inside the caller's jit or vmap: a JAX array, as log_prob gives
+        return out
+    return np.asarray(out) if batched else float(out)
 
 
 def bic(params: GMMParams, X, *, covariance_type: str = "full", mask=None):
@@ -376,7 +383,7 @@ def bic(params: GMMParams, X, *, covariance_type: str = "full", mask=None):
         leave out (padding: they may hold anything, NaN included), as in `log_prob`.
 
     Returns:
-      A float, or (B,) NumPy array for batched params.
+      A float, or (B,) NumPy array for batched params (inside jit or vmap: a JAX array).
     """
     return _criterion("bic", params, X, covariance_type, mask)
 

@@ -19,13 +19,19 @@ from gmmjax._covariance import COVARIANCE
 from gmmjax._types import COVARIANCE_TYPES, INITS, TRACES, GMMParams
 
 
-def user_stacklevel() -> int:
+def user_stacklevel(also=()) -> int:
     """``stacklevel`` for warnings.warn called from gmmjax's code: the first frame outside
     the gmmjax package (the user's line), however deep the call (pandas'
-    find_stack_level; Python 3.12's skip_file_prefixes does this, 3.11 has no such)."""
-    pkg = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    find_stack_level; Python 3.12's skip_file_prefixes does this, 3.11 has no such).
+    ``also``: names of imported packages whose frames are skipped too (the estimators'
+    fit runs inside scikit-learn's ``_fit_context`` wrapper)."""
+    pkgs = tuple(
+        os.path.dirname(os.path.abspath(sys.modules[name].__file__)) + os.sep
+        for name in ("gmmjax", *also)
+        if getattr(sys.modules.get(name), "__file__", None)
+    )
     frame, level = sys._getframe(1), 1  # the caller of this function: warn's caller
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(pkg):
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(pkgs):
         frame, level = frame.f_back, level + 1
     return level
 
@@ -111,20 +117,39 @@ def _as_float_array(x, what="X"):
     float64 data with JAX's 64-bit mode off becomes float32: said once per call site
     with a UserWarning, never silently. Complex data are refused (`check_real`).
     """
-    x = x if isinstance(x, jax.Array) else np.asarray(x)
-    check_real(x, what)
+    x = x if isinstance(x, jax.Array) else numeric_array(x, what)
     if not jnp.issubdtype(x.dtype, jnp.floating) or jnp.finfo(x.dtype).bits < 32:
         x = x.astype(jnp.result_type(float))
     if x.dtype == np.float64 and not jax.config.jax_enable_x64:
-        warnings.warn(
-            "float64 data is computed in float32 because JAX's 64-bit mode is off. Call "
-            "jax.config.update('jax_enable_x64', True) for float64, or pass float32 data "
-            "to silence this warning.",
-            UserWarning,
-            stacklevel=user_stacklevel(),
-        )
+        warn_float64()
         x = x.astype(np.float32)
     return x if isinstance(x, jax.Array) else jax.device_put(x)  # jnp.asarray compiles a program per shape
+
+
+def numeric_array(x, what="X") -> np.ndarray:
+    """x as a NumPy array of numbers (bool, int or float): complex values are refused
+    (`check_real`), and so is anything else that is not a number (None, strings), which a
+    cast to float would turn into NaN or a raw NumPy error."""
+    x = np.asarray(x)
+    check_real(x, what)
+    if x.dtype.kind not in "biuf":
+        try:
+            x = x.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{what} is not numeric (dtype {x.dtype}): pass numbers, e.g. a float array.") from None
+    return x
+
+
+def warn_float64() -> None:
+    """The UserWarning for float64 values computed in float32 (64-bit mode off): the same
+    text and the user's line from every call site, so that a call warns once."""
+    warnings.warn(
+        "float64 data is computed in float32 because JAX's 64-bit mode is off. Call "
+        "jax.config.update('jax_enable_x64', True) for float64, or pass float32 data "
+        "to silence this warning.",
+        UserWarning,
+        stacklevel=user_stacklevel(),
+    )
 
 
 def _concrete(x):
@@ -249,7 +274,7 @@ def _pad_list(Xs, weights):
     lengths are static, so the mask stays a NumPy array."""
     traced = not all(_concrete(a) for a in jax.tree_util.tree_leaves((list(Xs), weights)))
     xp = jnp if traced else np
-    arrays = [xp.asarray(x) for x in Xs]
+    arrays = [jnp.asarray(x) if traced else numeric_array(x, f"dataset {i}") for i, x in enumerate(Xs)]
     if not arrays:
         raise ValueError("Xs is an empty list: pass at least one dataset.")
     arrays = [a[:, None] if a.ndim == 1 else a for a in arrays]
@@ -380,6 +405,10 @@ def params(p, covariance_type, *, K=None, D=None, batch=None, name="params", dty
     if not isinstance(p, GMMParams):
         raise ValueError(f"{name} must be a gmmjax.GMMParams(weights, means, covariances).")
     check_covariance_type(covariance_type)
+    if dtype is None and not jax.config.jax_enable_x64 and any(
+        not isinstance(a, jax.Array) and np.asarray(a).dtype == np.float64 for a in p
+    ):
+        warn_float64()  # jnp.asarray below makes them float32
     arrs = [jnp.asarray(a) if dtype is None else jnp.asarray(a, dtype) for a in p]
     arrs = [a if jnp.issubdtype(a.dtype, jnp.floating) else a.astype(jnp.result_type(float)) for a in arrs]
     if batch is None and K is None and arrs[0].ndim == 2:  # batched params, batch size free
@@ -414,7 +443,8 @@ def params(p, covariance_type, *, K=None, D=None, batch=None, name="params", dty
         if bad["positive definite"].any():
             raise ValueError(
                 f"{name}.covariances must be positive definite{where(bad['positive definite'])} "
-                f"(covariance_type={covariance_type!r})."
+                f"(covariance_type={covariance_type!r}), with eigenvalues of at least "
+                f"{_smallest_eigenvalue(arrs[2]):.3g}, the smallest normal {arrs[2].dtype} (smaller ones compute as 0)."
             )
     return GMMParams(*arrs)
 
@@ -431,15 +461,25 @@ def _value_problems(p: GMMParams, covariance_type) -> dict:
     bad = {"finite": ~(np.isfinite(flat(w)).all(1) & np.isfinite(flat(m)).all(1) & np.isfinite(flat(c)).all(1))}
     bad["weights"] = ~bad["finite"] & ~((w >= 0).all(1) & np.isclose(w.sum(1), 1.0, atol=1e-5))
     ok = ~bad["finite"] & ~bad["weights"]
+    # Positive definite, with eigenvalues that are normal numbers of the params' dtype:
+    # compiled code on a CPU reads subnormal ones as 0 (every density NaN).
+    tiny = _smallest_eigenvalue(p.covariances)
     if covariance_type in ("diag", "spherical"):
         bad["symmetric"] = np.zeros(B, bool)
-        bad["positive definite"] = ok & ~(flat(c) > 0).all(1)
+        bad["positive definite"] = ok & ~(flat(c) >= tiny).all(1)
         return bad
     c = np.where(ok.reshape((B,) + (1,) * (c.ndim - 1)), c, np.eye(c.shape[-1]))  # eigvalsh needs finite input
     bad["symmetric"] = ok & _asymmetric(c, axis=tuple(range(1, c.ndim)))
     ok &= ~bad["symmetric"]
-    bad["positive definite"] = ok & ~(flat(np.linalg.eigvalsh(c)) > 0).all(1)
+    bad["positive definite"] = ok & ~(flat(np.linalg.eigvalsh(c)) >= tiny).all(1)
     return bad
+
+
+def _smallest_eigenvalue(covariances) -> float:
+    """The smallest covariance eigenvalue (variance) that compiled code computes with: the
+    smallest normal number of the covariances' float dtype."""
+    dtype = np.dtype(covariances.dtype)
+    return float(np.finfo(dtype if dtype.kind == "f" else np.float64).tiny)
 
 
 def _asymmetric(c, axis=None):

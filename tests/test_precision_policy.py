@@ -13,6 +13,22 @@ with warnings.catch_warnings(record=True) as caught:
 msgs = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
 assert res.params.means.dtype == np.float32
 assert len(msgs) == 1 and "64-bit mode is off" in msgs[0], msgs
+# float64 parameters (say, loaded from a file) are computed in float32 too, and said so:
+# the density functions and criteria once did it silently.
+p64 = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), res32.params)
+X32 = X.astype(np.float32)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    lp = gmmjax.log_prob(p64, X32)
+    gmmjax.bic(p64, X32)
+msgs = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+assert lp.dtype == np.float32 and len(msgs) == 2 and all("64-bit mode is off" in m for m in msgs), msgs
+# float64 data and float64 starting parameters: one warning for the call, not two.
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("default")
+    gmmjax.fit(X, gmmjax.EMConfig(2, max_iter=3), init_params=p64)
+msgs = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+assert len(msgs) == 1, msgs
 print("ok")
 """
 

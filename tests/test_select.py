@@ -179,6 +179,23 @@ def test_criteria_check_their_params_and_points(rng):
         with pytest.raises(ValueError, match="0 samples"):
             f(params, X[:0])
 
+def test_criteria_work_inside_jit_and_vmap(rng):
+    """bic/aic/icl inside a caller's jit or vmap give JAX arrays equal to the eager
+    floats (they once failed converting a tracer to NumPy); select_n_components, which
+    decides on the host, says it cannot run there."""
+    X = three_clusters(rng, n=30)
+    sk = SkGaussianMixture(3, random_state=0).fit(X)
+    params = GMMParams(sk.weights_, sk.means_, sk.covariances_)
+    Xs = np.stack([X, X[::-1] + 1.0])
+    for f in (gmmjax.bic, gmmjax.aic, gmmjax.icl):
+        np.testing.assert_allclose(float(jax.jit(f)(params, X)), f(params, X), rtol=1e-12)
+        np.testing.assert_allclose(
+            np.asarray(jax.vmap(lambda x: f(params, x))(Xs)), [f(params, x) for x in Xs], rtol=1e-12
+        )
+    with pytest.raises(ValueError, match="cannot run inside jit or vmap"):
+        jax.jit(lambda x: gmmjax.select_n_components(x, [1, 2], key=jax.random.key(0)).scores)(X)
+
+
 def test_too_few_points_mask_and_weights(rng):
     Xs = [three_clusters(rng, n=30), three_clusters(rng, n=30)[:3]]
     sel = gmmjax.select_n_components(Xs, range(1, 6), key=jax.random.key(2))

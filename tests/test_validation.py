@@ -53,7 +53,10 @@ def test_empty_dataset_in_fit():
 @pytest.mark.parametrize("shape", [(3, 0, 2), (3, 0)])
 def test_padded_batch_of_zero_points_gets_too_few_points(shape):
     res = gmmjax.fit_batch(np.zeros(shape, np.float32), gmmjax.EMConfig(2), key=KEY)
-    assert gmmjax.status_counts(res.status) == {"TOO_FEW_POINTS": 3}
+    assert gmmjax.status_counts(res.status) == gmmjax.status_counts(res) == {"TOO_FEW_POINTS": 3}
+    for bad in (["CONVERGED"], None, [7], [0.5]):  # once raw NumPy or int() errors
+        with pytest.raises(ValueError, match="status_counts takes an array of gmmjax.Status values"):
+            gmmjax.status_counts(bad)
     if len(shape) == 3:  # (3, 0) is one dataset of 0 features for select_n_components
         sel = gmmjax.select_n_components(np.zeros(shape, np.float32), [1, 2], key=KEY)
         assert np.all(np.isinf(sel.scores))
@@ -107,6 +110,45 @@ def test_complex_data_are_refused_not_cut_to_their_real_part():
     params = gmmjax.GMMParams(np.full(2, 0.5), X[:2], np.ones(2))
     with pytest.raises(ValueError, match="X is complex"):
         gmmjax.log_prob(params, Z, covariance_type="spherical")
+
+
+def test_missing_values_and_data_that_are_not_numbers():
+    """None in a list of points (an object array) once skipped the finite check of the
+    density functions: a silent NaN in log_prob, an unasked-for 'far from every
+    component' warning in predict. None is a missing value, as NaN; text is refused."""
+    params = gmmjax.GMMParams(np.array([0.5, 0.5]), np.array([[0.0], [3.0]]), np.ones((2, 1, 1)))
+    for call in (
+        lambda data: gmmjax.log_prob(params, data),
+        lambda data: gmmjax.predict(params, data),
+        lambda data: gmmjax.fit(data, gmmjax.EMConfig(1), key=KEY),
+    ):
+        with pytest.raises(ValueError, match=r"X is not numeric \(dtype <U1\)"):
+            call(np.array([["a"], ["b"]]))
+    for call in (gmmjax.log_prob, gmmjax.predict):
+        with pytest.raises(ValueError, match="X contains NaN or infinity"):
+            call(params, [[None], [1.0]])
+    assert gmmjax.fit([[None], [1.0]], gmmjax.EMConfig(1), key=KEY).status == gmmjax.Status.NONFINITE_INPUT
+    res = gmmjax.fit_batch([X, [[None, 1.0]] * 5], gmmjax.EMConfig(1), key=KEY)
+    assert gmmjax.status_counts(res) == {"CONVERGED": 1, "NONFINITE_INPUT": 1}
+    with pytest.raises(ValueError, match="dataset 1 is not numeric"):
+        gmmjax.fit_batch([X, [["a", 1.0]] * 5], gmmjax.EMConfig(1), key=KEY)
+    # Numbers held in an object array are numbers.
+    np.testing.assert_array_equal(
+        np.asarray(gmmjax.log_prob(params, np.array([[0.5], [1.0]], dtype=object))),
+        np.asarray(gmmjax.log_prob(params, np.array([[0.5], [1.0]]))),
+    )
+
+
+@pytest.mark.parametrize("covariance_type, cov", [("full", [[[1e-40]], [[1.0]]]), ("diag", [[1e-45], [1.0]])])
+def test_subnormal_float32_covariances_are_refused(covariance_type, cov):
+    """Compiled code on a CPU reads float32 subnormals as 0: such covariances passed the
+    positive definite check in float64 and gave NaN for every point."""
+    params = gmmjax.GMMParams(np.array([0.5, 0.5], np.float32), np.array([[0.0], [3.0]], np.float32),
+                              np.array(cov, np.float32))
+    with pytest.raises(ValueError, match=r"eigenvalues of at least 1.18e-38, the smallest normal float32"):
+        gmmjax.log_prob(params, np.zeros((3, 1), np.float32), covariance_type=covariance_type)
+    fine = params._replace(covariances=np.array(cov, np.float32) * 0 + np.float32(2e-38))
+    assert np.isfinite(np.asarray(gmmjax.log_prob(fine, np.zeros((3, 1), np.float32), covariance_type=covariance_type))).all()
 
 
 def test_bad_weights():
