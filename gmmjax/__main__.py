@@ -118,6 +118,14 @@ def _int_in(lo: int, hi: int, what: str):
     return parse
 
 
+def _folder(text: str) -> pathlib.Path:
+    """A folder path; an empty one (an unset shell variable: --out "$DIR") is an error,
+    not the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be a folder, got an empty path (use . for the current folder)")
+    return pathlib.Path(text)
+
+
 _positive_int = _int_in(1, 2**31 - 1, "an integer >= 1")
 _seed = _int_in(0, 2**32, "an integer in [0, 2**32)")
 
@@ -129,7 +137,7 @@ def main(argv=None) -> int:
     demo.add_argument("--components", type=_positive_int, nargs="+", default=[3, 6], help="values of K (default: 3 6)")
     demo.add_argument("--n-init", type=_positive_int, default=10, help="random restarts (default: 10)")
     demo.add_argument("--seed", type=_seed, default=0, help="JAX random seed (default: 0)")
-    demo.add_argument("--out", type=pathlib.Path, default=None, metavar="DIR",
+    demo.add_argument("--out", type=_folder, default=None, metavar="DIR",
                       help="also write an animation of each fit (GIF) and the final fits (PNG) into DIR "
                            "(needs matplotlib and Pillow: pip install gmmjax[plot])")
     args = parser.parse_args(argv)

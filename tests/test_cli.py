@@ -84,6 +84,7 @@ def test_examples_run_as_is(tmp_path):
     (["demo", "--n-init", "0x"], "--n-init: must be an integer >= 1, got '0x'"),  # not "invalid _positive_int value"
     (["demo", "--seed", "99999999999999999999999"], "--seed: must be an integer in [0, 2**32)"),  # was an OverflowError
     (["demo", "--components", "3", "150"], "--components: at most the 100 samples, got 150"),  # was 150 placeholder rows
+    (["demo", "--out", ""], "--out: must be a folder, got an empty path"),  # was the current folder, silently
 ])
 def test_demo_rejects_bad_arguments(argv, says, capsys):
     with pytest.raises(SystemExit) as e:
