@@ -100,6 +100,8 @@ def write(file, cls: str, meta: dict, arrays: dict) -> None:
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):  # else the error would name the temporary file below
         raise FileNotFoundError(f"cannot save {path!r}: the folder {folder!r} does not exist.")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot save {path!r}: it is a folder; name a file in it.")
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:

@@ -355,6 +355,10 @@ def save(anim, path, *, fps: Optional[float] = None, dpi: Optional[float] = None
         fps = 1000.0 / getattr(anim, "_interval", 200)
     if not isinstance(fps, (int, float, np.number)) or not fps > 0:
         raise ValueError(f"fps must be a positive number, got {fps!r}.")
+    if dpi is not None and (not isinstance(dpi, (int, float, np.number)) or not 0 < dpi < float("inf")):
+        raise ValueError(f"dpi must be a positive number (or None for matplotlib's default), got {dpi!r}.")
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot save the animation as {str(path)!r}: it is a folder; name a file in it.")
     path.parent.mkdir(parents=True, exist_ok=True)
     if ext == ".gif":
         writer = PillowWriter(fps=fps)

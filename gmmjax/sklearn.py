@@ -397,7 +397,7 @@ class _MixtureBase(DensityMixin, BaseEstimator):
                         "random_state is a np.random.RandomState, which is not saved; the loaded "
                         "estimator has random_state=None. Use an int to keep it.",
                         UserWarning,
-                        stacklevel=3,
+                        stacklevel=_validate.user_stacklevel(also=("sklearn",)),
                     )
                     hp[name] = None
             elif isinstance(value, (np.integer, np.floating, np.bool_)):
@@ -586,7 +586,7 @@ class GaussianMixture(_MixtureBase):
             raise ValueError(_FAILED_MESSAGE + (_FLOAT32_HINT if dtype == np.float32 else "")) from None
         converged = bool(res.converged)
         if not converged and self.max_iter > 0:
-            warnings.warn(_NOT_CONVERGED, ConvergenceWarning, stacklevel=3)
+            warnings.warn(_NOT_CONVERGED, ConvergenceWarning, stacklevel=_validate.user_stacklevel(also=("sklearn",)))
         n_iter = int(res.n_iter)
         ll = np.asarray(res.trace.log_likelihood)
         self.weights_ = np.asarray(p.weights, dtype)
@@ -940,7 +940,21 @@ class BatchGaussianMixture(_MixtureBase):
             res = jax.device_get(res)
         self._set_result(res, dtype, valid.sum(axis=1))
         self.n_features_in_ = D
+        self._print_summary()
         return self
+
+    def _print_summary(self):
+        """With verbose: one summary of the batch after the compiled fit (statuses, EM
+        iterations; with verbose >= 2 the spread of the final lower bounds too)."""
+        if not self.verbose:
+            return
+        it = self.n_iter_
+        line = (f"Fitted {self.n_datasets_} datasets: {status_counts(self.status_)}; "
+                f"EM iterations median {np.median(it):g}, max {int(it.max(initial=0))}.")
+        lb = self.lower_bound_[np.isfinite(self.lower_bound_)]
+        if self.verbose >= 2 and lb.size:
+            line += f" Lower bound min {lb.min():.5f}, median {np.median(lb):.5f}, max {lb.max():.5f}."
+        print(line)
 
     def fit_predict(self, Xs, y=None, *, mask=None, lengths=None):
         """Fits, then returns the labels of Xs (a list for a list, else (B, N))."""
@@ -989,7 +1003,7 @@ class BatchGaussianMixture(_MixtureBase):
                 "NUMERICAL_FAILURE -> fewer components, a larger reg_covar, or scaled data; "
                 "TOO_FEW_POINTS / NONFINITE_INPUT -> those datasets were not fitted.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=_validate.user_stacklevel(also=("sklearn",)),
             )
 
     # -- evaluation
@@ -1116,7 +1130,9 @@ class BatchGaussianMixture(_MixtureBase):
         its random_state is dataset i's key). A dataset without a model (status_
         TOO_FEW_POINTS or NONFINITE_INPUT, or a failed fit) raises ValueError."""
         check_is_fitted(self)
-        if not _validate._is_int(i) or not -self.n_datasets_ <= i < self.n_datasets_:
+        if not _validate._is_int(i):
+            raise TypeError(f"dataset index must be an integer, got {i!r} ({type(i).__name__}).")
+        if not -self.n_datasets_ <= i < self.n_datasets_:
             raise IndexError(f"dataset index {i!r} out of range for {self.n_datasets_} datasets.")
         i = int(i) % self.n_datasets_
         if not self._has_model(slice(i, i + 1))[0]:
@@ -1170,9 +1186,15 @@ class BatchGaussianMixture(_MixtureBase):
     # -- saving (see _MixtureBase.save / load)
     def _extra_to_file(self, arrays, attributes):
         arrays["trace_.log_likelihood"] = np.asarray(self.trace_.log_likelihood)
+        key = getattr(self, "_fit_key_", None)
+        if key is not None:  # with random_state=None, the only record of the datasets' keys
+            arrays["_fit_key_"] = np.asarray(jax.random.key_data(key))
+            attributes["_fit_key_impl"] = str(jax.random.key_impl(key))
 
     def _extra_from_file(self, arrays, attributes):
         ll = arrays["trace_.log_likelihood"]
+        if "_fit_key_" in arrays:
+            self._fit_key_ = jax.random.wrap_key_data(arrays["_fit_key_"], impl=attributes["_fit_key_impl"])
         self.trace_ = Trace(log_likelihood=ll)
         self.n_datasets_ = int(self.status_.shape[0])
         self.lower_bounds_ = [ll[i, : self.n_iter_[i]].copy() for i in range(self.n_datasets_)]

@@ -333,7 +333,13 @@ def test_mp4_without_ffmpeg_and_unknown_formats_say_what_to_do(fit_1d, tmp_path,
         animation.save(anim, tmp_path / "fit.mp4")
     with pytest.raises(ValueError, match=r"\.gif.*\.html.*\.mp4"):
         animation.save(anim, tmp_path / "fit.avi")
+    for dpi in (0, -1, float("nan")):  # once matplotlib's IndexError
+        with pytest.raises(ValueError, match="dpi must be a positive number"):
+            animation.save(anim, tmp_path / "fit.gif", dpi=dpi)
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "a.gif").mkdir()  # once Pillow's IsADirectoryError
+    with pytest.raises(IsADirectoryError, match="it is a folder"):
+        animation.save(anim, tmp_path / "a.gif")
 
 
 def test_restart_marked_best_is_the_one_fit_keeps():

@@ -54,6 +54,10 @@ def test_saving_into_a_missing_folder_names_the_folder(tmp_path, fitted):
     with pytest.raises(FileNotFoundError, match=r"cannot save '.*nodir.gm\.npz'"):
         fitted[1].save(tmp_path / "nodir" / "gm.npz")
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "gm.npz").mkdir()  # a folder where the file would go
+    with pytest.raises(IsADirectoryError, match=r"cannot save '.*gm\.npz': it is a folder"):
+        fitted[1].save(tmp_path / "gm.npz")
+    assert list(tmp_path.iterdir()) == [tmp_path / "gm.npz"]
 
 
 def test_gaussian_mixture_round_trip_is_exact(tmp_path, fitted):

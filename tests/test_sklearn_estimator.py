@@ -104,8 +104,9 @@ def test_hyperparameters_and_defaults_match_sklearn():
 
 # ---------------------------------------------------------------- warnings and errors
 def test_convergence_warning_verbose_and_max_iter_zero(X, capsys):
-    with pytest.warns(ConvergenceWarning, match="Best performing initialization did not converge"):
+    with pytest.warns(ConvergenceWarning, match="Best performing initialization did not converge") as caught:
         gm = GaussianMixture(3, max_iter=2, n_init=2, random_state=0, verbose=2, verbose_interval=2).fit(X)
+    assert caught[0].filename == __file__  # the user's line, not scikit-learn's fit wrapper
     assert not gm.converged_ and gm.status_ == Status.MAX_ITER and gm.n_iter_ == 2
     out = capsys.readouterr().out  # scikit-learn's messages, printed after the compiled fit
     assert out.count("Initialization did not converge.") == 2
@@ -247,7 +248,7 @@ def test_batch_bad_datasets_get_statuses_and_one_warning(rng):
     good, Xs = _datasets(rng)
     with pytest.warns(ConvergenceWarning) as record:
         bgm = BatchGaussianMixture(2, random_state=0).fit(Xs)
-    assert len(record) == 1
+    assert len(record) == 1 and record[0].filename == __file__
     assert "2 of 5 datasets" in str(record[0].message) and "NONFINITE_INPUT': 1" in str(record[0].message)
     assert [Status(s) for s in bgm.status_] == [
         Status.CONVERGED, Status.NONFINITE_INPUT, Status.CONVERGED, Status.TOO_FEW_POINTS, Status.CONVERGED
@@ -357,10 +358,20 @@ def test_batch_padded_array_with_lengths_or_mask_equals_list(rng):
         a.predict([x[:, :1] for x in good])
 
 
-def test_batch_get_estimator_uses_the_fitting_key():
+def test_batch_get_estimator_uses_the_fitting_key(tmp_path, capsys):
     Xs = [np.random.default_rng(i).normal(size=(60, 2)) for i in range(3)]
     bgm = gmmjax.BatchGaussianMixture(n_components=2).fit(Xs)  # random_state=None
     a, b = bgm.get_estimator(1), bgm.get_estimator(1)
     np.testing.assert_array_equal(jax.random.key_data(a.random_state), jax.random.key_data(b.random_state))
     refit = a.fit(Xs[1])
     np.testing.assert_allclose(refit.means_, bgm.means_[1], rtol=1e-9)
+    # The key survives saving (with random_state=None it is the only record of it).
+    bgm.save(tmp_path / "b.npz")
+    back = gmmjax.BatchGaussianMixture.load(tmp_path / "b.npz").get_estimator(1).random_state
+    np.testing.assert_array_equal(jax.random.key_data(back), jax.random.key_data(a.random_state))
+    with pytest.raises(TypeError, match="dataset index must be an integer, got 1.0"):
+        bgm.get_estimator(1.0)
+    # verbose: one summary of the batch (no per-restart report)
+    bgm.set_params(verbose=2).fit(Xs)
+    out = capsys.readouterr().out
+    assert out.startswith("Fitted 3 datasets: {'CONVERGED': 3}; EM iterations median") and "Lower bound min" in out
