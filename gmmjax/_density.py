@@ -56,6 +56,11 @@ def _prepare(params, X, covariance_type, mask=None, results="Their results are N
         lengths = mask.sum(axis=1).tolist()  # the mask of a list is a NumPy array, traced or not
     X = X if isinstance(X, jax.Array) else numeric_array(X)
     want = 3 if batched else 2
+    if batched and X.ndim == 2 and params.means.shape[-1] > 1:  # not (B, N) 1-D data: one dataset
+        raise ValueError(
+            f"X of shape {X.shape} is one dataset, but the params are batched (weights of shape "
+            f"{params.weights.shape}): pass a (B, N, D) array or a list of B datasets, or one mixture's params."
+        )
     if X.ndim == want - 1:
         X = X[..., None]
     if X.ndim != want:
@@ -195,6 +200,8 @@ def sample(key, params: GMMParams, n: int, *, covariance_type: str = "full"):
     ``jax.random.split(key, B)[i]``; a dataset without usable params (see the module
     docstring) gives NaN samples and labels -1, with a RuntimeWarning.
     """
+    if isinstance(key, GMMParams):
+        raise ValueError("the key comes first: gmmjax.sample(key, params, n).")
     check_covariance_type(covariance_type)
     if not _is_int(n) or n < 0:
         raise ValueError(f"n must be an integer >= 0, got {n!r}.")

@@ -114,6 +114,12 @@ def test_nonfinite_points_and_batch_mismatch_are_errors(rng):
     batched = jax.tree_util.tree_map(lambda a: np.stack([a, a]), p)
     with pytest.raises(ValueError, match="X holds 3 datasets but the params 2"):
         gmmjax.log_prob(batched, rng.normal(size=(3, 5, 2)))
+    # One dataset for batched params: once "X has 1 features but the means have 2".
+    for f in (gmmjax.log_prob, gmmjax.bic):
+        with pytest.raises(ValueError, match=r"X of shape \(5, 2\) is one dataset, but the params are batched"):
+            f(batched, rng.normal(size=(5, 2)))
+    with pytest.raises(ValueError, match=r"the key comes first: gmmjax.sample\(key, params, n\)"):
+        gmmjax.sample(p, jax.random.key(0), 3)
 
 
 def test_mask_leaves_out_padding_that_may_hold_anything(rng):
