@@ -140,6 +140,26 @@ def numeric_array(x, what="X") -> np.ndarray:
     return x
 
 
+def check_fits_dtype(X, dtype, valid=None, what="X") -> None:
+    """ValueError where finite values of X (..., D) (where ``valid`` (...), if given) lie
+    beyond the range of ``dtype``, the precision they are about to be cast to: the cast
+    would make them inf, later reported as if the data held infinity."""
+    dtype = np.dtype(dtype)
+    X = np.asarray(X)
+    if X.dtype.kind != "f" or np.finfo(X.dtype).max <= np.finfo(dtype).max:
+        return
+    big = np.abs(X) > np.finfo(dtype).max  # False for NaN and for inf, reported as such
+    big &= np.isfinite(X)
+    if valid is not None:
+        big &= np.asarray(valid, bool)[..., None]
+    if big.any():
+        where = f" in datasets {np.flatnonzero(big.any(axis=(1, 2)))[:10].tolist()}" if X.ndim == 3 else ""
+        raise ValueError(
+            f"{what} holds finite values beyond the range of {dtype}{where} (up to {np.abs(X[big]).max():.3g}), "
+            f"the precision of the model: fit with dtype='float64', or scale the data."
+        )
+
+
 def warn_float64() -> None:
     """The UserWarning for float64 values computed in float32 (64-bit mode off): the same
     text and the user's line from every call site, so that a call warns once."""

@@ -542,6 +542,7 @@ class GaussianMixture(_MixtureBase):
                 f"but got n_components = {self.n_components}, n_samples = {n}"
             )
         dtype = self._compute_dtype(X.dtype)
+        _validate.check_fits_dtype(X, dtype)
         X = X.astype(dtype, copy=False)
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         Xp, w = _pad_rows(X, _bucket(n))
@@ -606,6 +607,7 @@ class GaussianMixture(_MixtureBase):
         """``what`` ("log_prob" or "proba") of validated X (n_samples, n_features)."""
         dtype = self.means_.dtype
         n = X.shape[0]
+        _validate.check_fits_dtype(X, dtype)
         Xp, w = _pad_rows(np.asarray(X, dtype), _bucket(n))
         fn = _log_prob if what == "log_prob" else _predict_proba
         with _precision(dtype):
@@ -898,6 +900,8 @@ class BatchGaussianMixture(_MixtureBase):
         X, valid, _ = _as_batch(Xs, mask, lengths)
         B, N, D = X.shape
         dtype = self._compute_dtype(X.dtype)
+        # (finite values beyond a float32 model's range become inf: NONFINITE_INPUT for
+        # that dataset, as for any point the fit cannot compute with)
         Xp = np.zeros((B, _bucket(N), D), dtype)
         Xp[:, :N] = np.where(valid[..., None], X, 0.0)
         w = np.zeros(Xp.shape[:2], dtype)
@@ -1021,6 +1025,7 @@ class BatchGaussianMixture(_MixtureBase):
         # dataset with no model (NONFINITE_INPUT, say) answers NaN / -1 anyway.
         _validate.check_finite_points(X, usable, what="Xs")
         dtype = self.means_.dtype
+        _validate.check_fits_dtype(X, dtype, usable, what="Xs")
         Xp = np.zeros((B, _bucket(N), D), dtype)
         Xp[:, :N] = np.where(usable[..., None], X, 0.0)
         fn = _predict_proba if what == "proba" else _log_prob

@@ -167,6 +167,14 @@ def test_float32_data_and_dtype_parameter(X):
     assert f64.means_.dtype == np.float64
     assert f32.converged_ and f64.converged_  # float32 draws its own seeds: compare the fits' quality
     np.testing.assert_allclose(f32.score(X), f64.score(X), rtol=1e-3)
+    # Finite float64 values beyond float32's range: said so, not "X contains NaN or infinity".
+    big = X.copy()
+    big[3, 0] = 1e39
+    beyond = r"X holds finite values beyond the range of float32 \(up to 1e\+39\).*dtype='float64'"
+    with pytest.raises(ValueError, match=beyond):
+        g32.score_samples(big)
+    with pytest.raises(ValueError, match=beyond):
+        GaussianMixture(3, random_state=0, dtype="float32").fit(big)
 
 
 # ---------------------------------------------------------------- behaviour
