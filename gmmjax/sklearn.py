@@ -196,7 +196,8 @@ def _check_init_arrays(est, n_features, dtype, batch=None):
         want = shapes[name]
         if a.shape != want and not (batch is not None and a.shape == (batch,) + want):
             label = f"{ct} precision" if name == "precisions" else name
-            raise ValueError(f"The parameter '{label}' should have the shape of {want}, but got {a.shape}")
+            per_dataset = f" (or {(batch,) + want}, one per dataset)" if batch is not None else ""
+            raise ValueError(f"The parameter '{label}' should have the shape of {want}{per_dataset}, but got {a.shape}")
         if not np.all(np.isfinite(a)):
             raise ValueError(f"{name}_init must be finite.")
         if name == "weights":
@@ -206,9 +207,13 @@ def _check_init_arrays(est, n_features, dtype, batch=None):
                     f"{a.max():.5f}, min value {a.min():.5f}"
                 )
             atol = 1e-6 if a.dtype == np.float32 else 1e-8
-            if not np.allclose(np.sum(a, axis=-1), 1.0, atol=atol, rtol=0):
+            sums = np.sum(a, axis=-1)
+            off = ~np.isclose(sums, 1.0, atol=atol, rtol=0)
+            if np.any(off):
+                where = f" for datasets {np.flatnonzero(off)[:10].tolist()}" if a.ndim == 2 else ""
                 raise ValueError(
-                    f"The parameter 'weights' should be normalized, but got sum(weights) = {np.sum(a):.5f}"
+                    f"The parameter 'weights' should be normalized, but got sum(weights) = "
+                    f"{np.ravel(sums)[np.ravel(off)][0]:.5f}{where}"
                 )
         if name == "precisions":
             if ct in ("full", "tied"):

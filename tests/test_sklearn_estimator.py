@@ -139,6 +139,11 @@ def test_parameters_validated_in_fit_not_init(X):
         GaussianMixture(2, precisions_init=np.ones((2, 3))).fit(X)
     with pytest.raises(ValueError, match="symmetric, positive-definite"):
         GaussianMixture(2, covariance_type="tied", precisions_init=-np.eye(3)).fit(X)
+    # Per-dataset starts of a batch: the failing dataset's sum, and the batched shape.
+    with pytest.raises(ValueError, match=r"sum\(weights\) = 1.10000 for datasets \[1\]"):
+        BatchGaussianMixture(2, weights_init=[[0.5, 0.5], [0.6, 0.5]]).fit([X, X])
+    with pytest.raises(ValueError, match=r"shape of \(2,\) \(or \(2, 2\), one per dataset\), but got \(3, 2\)"):
+        BatchGaussianMixture(2, weights_init=np.full((3, 2), 0.5)).fit([X, X])
 
 
 # ---------------------------------------------------------------- precision policy
