@@ -405,6 +405,9 @@ class _MixtureBase(DensityMixin, BaseEstimator):
                         stacklevel=_validate.user_stacklevel(also=("sklearn",)),
                     )
                     hp[name] = None
+            elif isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and not np.isfinite(value):
+                arrays[f"param.{name}"] = np.asarray(float(value))  # JSON holds no inf or NaN (tol=inf, say)
+                hp[name] = {"array": f"param.{name}", "scalar": True}
             elif isinstance(value, (np.integer, np.floating, np.bool_)):
                 hp[name] = value.item()
             else:
@@ -416,7 +419,7 @@ class _MixtureBase(DensityMixin, BaseEstimator):
         out = {}
         for name, value in hp.items():
             if isinstance(value, dict) and "array" in value:
-                value = arrays[value["array"]]
+                value = float(arrays[value["array"]]) if value.get("scalar") else arrays[value["array"]]
             elif isinstance(value, dict) and "jax_key" in value:
                 value = jax.random.wrap_key_data(arrays[value["jax_key"]], impl=value["impl"])
             out[name] = value

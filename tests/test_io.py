@@ -92,6 +92,8 @@ def test_estimator_hyperparameters_round_trip(tmp_path):
     with pytest.warns(UserWarning, match="RandomState"):
         GaussianMixture(random_state=np.random.RandomState(0)).save(tmp_path / "rs")
     assert GaussianMixture.load(tmp_path / "rs").random_state is None
+    GaussianMixture(tol=float("inf")).save(tmp_path / "inf")  # once JSON's "Out of range float values"
+    assert GaussianMixture.load(tmp_path / "inf").tol == float("inf")
 
 
 def test_batch_round_trip_and_wrong_class(tmp_path, rng):
