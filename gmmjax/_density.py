@@ -54,6 +54,11 @@ def _prepare(params, X, covariance_type, mask=None, results="Their results are N
             raise ValueError("mask is for a padded array; a list of datasets is masked for you.")
         X, mask, _ = _pad_list(X, None)
         lengths = mask.sum(axis=1).tolist()  # the mask of a list is a NumPy array, traced or not
+    if not batched and isinstance(X, (list, tuple)) and any(np.ndim(x) == 2 for x in X):
+        raise ValueError(
+            "X is a list of datasets, but the params are one mixture's: pass batched params "
+            "(weights of shape (B, K), one mixture per dataset), or one dataset."
+        )
     X = X if isinstance(X, jax.Array) else numeric_array(X)
     want = 3 if batched else 2
     if batched and X.ndim == 2 and params.means.shape[-1] > 1:  # not (B, N) 1-D data: one dataset

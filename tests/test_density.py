@@ -118,6 +118,9 @@ def test_nonfinite_points_and_batch_mismatch_are_errors(rng):
     for f in (gmmjax.log_prob, gmmjax.bic):
         with pytest.raises(ValueError, match=r"X of shape \(5, 2\) is one dataset, but the params are batched"):
             f(batched, rng.normal(size=(5, 2)))
+    for f in (gmmjax.log_prob, gmmjax.bic):  # once NumPy's "inhomogeneous shape"
+        with pytest.raises(ValueError, match="X is a list of datasets, but the params are one mixture's"):
+            f(p, [X, X[:3]])
     with pytest.raises(ValueError, match=r"the key comes first: gmmjax.sample\(key, params, n\)"):
         gmmjax.sample(p, jax.random.key(0), 3)
 
