@@ -91,8 +91,9 @@ def check_real(x, what="X") -> None:
 
 def as_mask(mask, shape, named=""):
     """``mask`` as a bool array (NumPy, or JAX as given) of ``shape`` (``named``: how the
-    error names it, e.g. "(B, N) = "): True marks a point to use. Integers and floats must be 0 or 1: a mask of 0.5 is a mistake (weights
-    take fractions), not a True. Traced masks cannot be read and are cast as they are."""
+    error names it, e.g. "(B, N) = "): True marks a point to use. Integers and floats
+    must be 0 or 1: a mask of 0.5 is a mistake (weights take fractions), not a True.
+    Traced masks cannot be read and are cast as they are."""
     mask = mask if isinstance(mask, jax.Array) else np.asarray(mask)
     if mask.shape != tuple(shape):
         raise ValueError(f"mask must have shape {named}{tuple(shape)} (one per point, True = use it), got {mask.shape}.")
@@ -115,7 +116,7 @@ def _as_float_array(x, what="X"):
     """jnp array of a floating dtype (integers and float16 become the default float).
 
     float64 data with JAX's 64-bit mode off becomes float32: said once per call site
-    with a UserWarning, never silently. Complex data are refused (`check_real`).
+    with a UserWarning, never silently. What is not a number is refused (`numeric_array`).
     """
     x = x if isinstance(x, jax.Array) else numeric_array(x, what)
     if not jnp.issubdtype(x.dtype, jnp.floating) or jnp.finfo(x.dtype).bits < 32:
@@ -127,9 +128,9 @@ def _as_float_array(x, what="X"):
 
 
 def numeric_array(x, what="X") -> np.ndarray:
-    """x as a NumPy array of numbers (bool, int or float): complex values are refused
-    (`check_real`), and so is anything else that is not a number (None, strings), which a
-    cast to float would turn into NaN or a raw NumPy error."""
+    """x as a NumPy array of numbers (bool, int or float). An object array (a list with
+    None in it, say) is read as float64, None as NaN (a missing value, which the finite
+    checks report); complex values (`check_real`) and text are a ValueError."""
     x = np.asarray(x)
     check_real(x, what)
     if x.dtype.kind not in "biuf":
