@@ -315,9 +315,14 @@ class _MixtureBase(DensityMixin, BaseEstimator):
         self.dtype = dtype
 
     # -- configuration
-    def _compute_dtype(self, data_dtype):
+    def _compute_dtype(self, data_dtype, warm=None):
+        """The fit's precision: ``dtype`` if set, else a warm start's (``warm``: the
+        previous fit's dtype; it continues that model), else the data's (float32 stays
+        float32, anything else is float64)."""
         if self.dtype is not None:
             return np.dtype(self.dtype)
+        if warm is not None:
+            return np.dtype(warm)
         return np.dtype(np.float32) if np.dtype(data_dtype) == np.float32 else np.dtype(np.float64)
 
     def _config(self, n_init, keep_restarts=False) -> EMConfig:
@@ -549,10 +554,10 @@ class GaussianMixture(_MixtureBase):
                 "Expected n_samples >= n_components "
                 f"but got n_components = {self.n_components}, n_samples = {n}"
             )
-        dtype = self._compute_dtype(X.dtype)
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        dtype = self._compute_dtype(X.dtype, None if do_init else self.means_.dtype)
         _validate.check_fits_dtype(X, dtype)
         X = X.astype(dtype, copy=False)
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
         Xp, w = _pad_rows(X, _bucket(n))
         with _precision(dtype):
             if do_init:
@@ -907,14 +912,14 @@ class BatchGaussianMixture(_MixtureBase):
         """
         X, valid, _ = _as_batch(Xs, mask, lengths)
         B, N, D = X.shape
-        dtype = self._compute_dtype(X.dtype)
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        dtype = self._compute_dtype(X.dtype, None if do_init else self.means_.dtype)
         # (finite values beyond a float32 model's range become inf: NONFINITE_INPUT for
         # that dataset, as for any point the fit cannot compute with)
         Xp = np.zeros((B, _bucket(N), D), dtype)
         Xp[:, :N] = np.where(valid[..., None], X, 0.0)
         w = np.zeros(Xp.shape[:2], dtype)
         w[:, :N] = valid
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
         with _precision(dtype):
             if do_init:
                 inits = _check_init_arrays(self, D, dtype, batch=B)

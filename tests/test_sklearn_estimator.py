@@ -4,6 +4,7 @@ scikit-learn is the oracle (float64, x64 on in conftest). Compilation dominates 
 run time, so the tests share a few data shapes and configurations.
 """
 
+import copy
 import os
 import subprocess
 import sys
@@ -204,6 +205,15 @@ def test_warm_start_continues_like_sklearn(X):
     assert gm.n_iter_ == sk.n_iter_ == 2
     np.testing.assert_allclose(gm.means_, sk.means_, rtol=1e-10)
     np.testing.assert_allclose(gm.lower_bounds_, sk.lower_bounds_, rtol=1e-10)
+    # float32 data continue the float64 model in float64 (as scikit-learn accepts them;
+    # this once raised a dtype mismatch).
+    twin = copy.deepcopy(gm)
+    with pytest.warns(ConvergenceWarning):
+        gm.fit(X.astype(np.float32))
+    with pytest.warns(ConvergenceWarning):
+        twin.fit(X.astype(np.float32).astype(np.float64))
+    assert gm.means_.dtype == np.float64
+    np.testing.assert_array_equal(gm.means_, twin.means_)
 
 
 
