@@ -174,6 +174,17 @@ def _covariances_from_precisions(prec, covariance_type):
     return 1.0 / prec
 
 
+def _key_to_file(key, arrays: dict, name: str) -> dict:
+    """A JAX key for a gmmjax file: its data into ``arrays[name]``; returns the JSON entry
+    that `_key_from_file` reads back (the data and the key's implementation)."""
+    arrays[name] = np.asarray(jax.random.key_data(key))
+    return {"jax_key": name, "impl": str(jax.random.key_impl(key))}
+
+
+def _key_from_file(entry: dict, arrays: dict):
+    return jax.random.wrap_key_data(arrays[entry["jax_key"]], impl=entry["impl"])
+
+
 def _check_init_arrays(est, n_features, dtype, batch=None):
     """Validated (weights_init, means_init, covariances from precisions_init), each or None.
 
@@ -397,9 +408,7 @@ class _MixtureBase(DensityMixin, BaseEstimator):
                 hp[name] = None if value is None else {"array": f"param.{name}"}
             elif name == "random_state":
                 if isinstance(value, jax.Array):
-                    key = _key(value)
-                    arrays["param.random_state"] = np.asarray(jax.random.key_data(key))
-                    hp[name] = {"jax_key": "param.random_state", "impl": str(jax.random.key_impl(key))}
+                    hp[name] = _key_to_file(_key(value), arrays, "param.random_state")
                 elif value is None or isinstance(value, numbers.Integral):
                     hp[name] = None if value is None else int(value)
                 else:
@@ -407,7 +416,7 @@ class _MixtureBase(DensityMixin, BaseEstimator):
                         "random_state is a np.random.RandomState, which is not saved; the loaded "
                         "estimator has random_state=None. Use an int to keep it.",
                         UserWarning,
-                        stacklevel=_validate.user_stacklevel(also=("sklearn",)),
+                        stacklevel=_validate.user_stacklevel(),
                     )
                     hp[name] = None
             elif isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and not np.isfinite(value):
@@ -426,7 +435,7 @@ class _MixtureBase(DensityMixin, BaseEstimator):
             if isinstance(value, dict) and "array" in value:
                 value = float(arrays[value["array"]]) if value.get("scalar") else arrays[value["array"]]
             elif isinstance(value, dict) and "jax_key" in value:
-                value = jax.random.wrap_key_data(arrays[value["jax_key"]], impl=value["impl"])
+                value = _key_from_file(value, arrays)
             out[name] = value
         return out
 
@@ -600,7 +609,7 @@ class GaussianMixture(_MixtureBase):
             raise ValueError(_FAILED_MESSAGE + (_FLOAT32_HINT if dtype == np.float32 else "")) from None
         converged = bool(res.converged)
         if not converged and self.max_iter > 0:
-            warnings.warn(_NOT_CONVERGED, ConvergenceWarning, stacklevel=_validate.user_stacklevel(also=("sklearn",)))
+            warnings.warn(_NOT_CONVERGED, ConvergenceWarning, stacklevel=_validate.user_stacklevel())
         n_iter = int(res.n_iter)
         ll = np.asarray(res.trace.log_likelihood)
         self.weights_ = np.asarray(p.weights, dtype)
@@ -750,13 +759,7 @@ def _as_batch(Xs, mask, lengths, n_features=None):
         for i, x in enumerate(Xs):
             if hasattr(x, "toarray") or hasattr(x, "tocsr"):
                 raise TypeError("sparse datasets are not supported; pass dense arrays.")
-            a = np.asarray(x)
-            _validate.check_real(a, f"dataset {i}")
-            if a.dtype.kind not in "biuf":
-                try:
-                    a = a.astype(np.float64)
-                except (TypeError, ValueError):
-                    raise ValueError(f"dataset {i} is not numeric (dtype {a.dtype}).") from None
+            a = _validate.numeric_array(x, f"dataset {i}")
             if a.ndim != 2:
                 raise ValueError(
                     f"dataset {i} must be 2-D (n_samples, n_features), got shape {a.shape}; "
@@ -775,9 +778,7 @@ def _as_batch(Xs, mask, lengths, n_features=None):
     else:
         if hasattr(Xs, "toarray") or hasattr(Xs, "tocsr"):
             raise TypeError("sparse input is not supported; pass a dense (B, N, D) array or a list.")
-        X = np.asarray(Xs)
-        if X.dtype.kind not in "biuf":
-            raise ValueError(f"Xs must be numeric, got dtype {X.dtype}.")
+        X = _validate.numeric_array(Xs, "Xs")
         if X.ndim != 3:
             raise ValueError(
                 f"Xs must be a padded (B, N, D) array or a list of (n_samples, n_features) arrays; got shape "
@@ -1020,7 +1021,7 @@ class BatchGaussianMixture(_MixtureBase):
                 "NUMERICAL_FAILURE -> fewer components, a larger reg_covar, or scaled data; "
                 "TOO_FEW_POINTS / NONFINITE_INPUT -> those datasets were not fitted.",
                 ConvergenceWarning,
-                stacklevel=_validate.user_stacklevel(also=("sklearn",)),
+                stacklevel=_validate.user_stacklevel(),
             )
 
     # -- evaluation
@@ -1206,13 +1207,12 @@ class BatchGaussianMixture(_MixtureBase):
         arrays["trace_.log_likelihood"] = np.asarray(self.trace_.log_likelihood)
         key = getattr(self, "_fit_key_", None)
         if key is not None:  # with random_state=None, the only record of the datasets' keys
-            arrays["_fit_key_"] = np.asarray(jax.random.key_data(key))
-            attributes["_fit_key_impl"] = str(jax.random.key_impl(key))
+            attributes["_fit_key_"] = _key_to_file(key, arrays, "_fit_key_")
 
     def _extra_from_file(self, arrays, attributes):
         ll = arrays["trace_.log_likelihood"]
-        if "_fit_key_" in arrays:
-            self._fit_key_ = jax.random.wrap_key_data(arrays["_fit_key_"], impl=attributes["_fit_key_impl"])
+        if "_fit_key_" in attributes:
+            self._fit_key_ = _key_from_file(attributes["_fit_key_"], arrays)
         self.trace_ = Trace(log_likelihood=ll)
         self.n_datasets_ = int(self.status_.shape[0])
         self.lower_bounds_ = [ll[i, : self.n_iter_[i]].copy() for i in range(self.n_datasets_)]
