@@ -29,7 +29,8 @@ from jax.scipy.special import logsumexp
 from gmmjax._compile import traced
 from gmmjax._em import highest_precision, weighted_log_prob
 from gmmjax._types import GMMParams
-from gmmjax._validate import _is_int, _pad_list, as_mask, batched_params, check_covariance_type, check_finite_points, check_real
+from gmmjax._validate import _is_int, _pad_list, as_mask, batched_params, check_covariance_type, check_finite_points
+from gmmjax._validate import check_fits_dtype, check_real
 from gmmjax._validate import is_batched, key_for, numeric_array
 from gmmjax._validate import user_stacklevel
 from gmmjax._validate import params as _validate_params
@@ -87,6 +88,8 @@ def _prepare(params, X, covariance_type, mask=None, results="Their results are N
         mask = (ok[:, None] if mask is None else mask & ok[:, None]) & np.ones(X.shape[:-1], bool)
     if X.dtype.kind in "fc":  # before the copy to the device: a NumPy check is cheap
         check_finite_points(X, mask)
+        if not traced((X, mask)) and jnp.issubdtype(params.means.dtype, jnp.floating):
+            check_fits_dtype(X, params.means.dtype, mask, advice="use float64 params (64-bit mode on), or scale the data")
         if mask is not None:
             X = (jnp if isinstance(X, jax.Array) or isinstance(mask, jax.Array) else np).where(mask[..., None], X, 0)
     # The parameters' dtype decides the precision; the data follow it (no warning:

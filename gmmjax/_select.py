@@ -358,7 +358,7 @@ def _criterion(name, params, X, covariance_type, mask):
     params, X, batched, mask, _ = _density._prepare(
         params, X, covariance_type, mask, results="Their criteria are +inf (never selected)."
     )
-    if X.shape[-2] == 0:
+    if X.shape[-2] == 0 and not batched:  # (a batch's empty datasets score +inf, as a list's do)
         raise ValueError("X has 0 samples: a criterion needs at least one point.")
     w = jnp.ones(X.shape[:-1], X.dtype) if mask is None else jnp.asarray(mask, X.dtype)
     out = _criteria_of_params(params, X, w, covariance_type, batched)[..., CRITERIA.index(name)]

@@ -19,15 +19,15 @@ from gmmjax._covariance import COVARIANCE
 from gmmjax._types import COVARIANCE_TYPES, INITS, TRACES, GMMParams
 
 
-def user_stacklevel(also=()) -> int:
+def user_stacklevel() -> int:
     """``stacklevel`` for warnings.warn called from gmmjax's code: the first frame outside
-    the gmmjax package (the user's line), however deep the call (pandas'
-    find_stack_level; Python 3.12's skip_file_prefixes does this, 3.11 has no such).
-    ``also``: names of imported packages whose frames are skipped too (the estimators'
-    fit runs inside scikit-learn's ``_fit_context`` wrapper)."""
+    the gmmjax and scikit-learn packages (the user's line: the estimators run inside
+    scikit-learn's ``_fit_context`` wrapper, and pipelines call them), however deep the
+    call (pandas' find_stack_level; Python 3.12's skip_file_prefixes does this, 3.11 has
+    no such)."""
     pkgs = tuple(
         os.path.dirname(os.path.abspath(sys.modules[name].__file__)) + os.sep
-        for name in ("gmmjax", *also)
+        for name in ("gmmjax", "sklearn")
         if getattr(sys.modules.get(name), "__file__", None)
     )
     frame, level = sys._getframe(1), 1  # the caller of this function: warn's caller
@@ -133,6 +133,8 @@ def numeric_array(x, what="X") -> np.ndarray:
     checks report); complex values (`check_real`) and text are a ValueError."""
     x = np.asarray(x)
     check_real(x, what)
+    if x.dtype.kind in "USV":  # text (even "1.0") or raw bytes, as scikit-learn's check_array
+        raise ValueError(f"{what} is not numeric (dtype {x.dtype}): pass numbers, e.g. a float array.")
     if x.dtype.kind not in "biuf":
         try:
             x = x.astype(np.float64)
@@ -141,7 +143,7 @@ def numeric_array(x, what="X") -> np.ndarray:
     return x
 
 
-def check_fits_dtype(X, dtype, valid=None, what="X") -> None:
+def check_fits_dtype(X, dtype, valid=None, what="X", advice="fit with dtype='float64', or scale the data") -> None:
     """ValueError where finite values of X (..., D) (where ``valid`` (...), if given) lie
     beyond the range of ``dtype``, the precision they are about to be cast to: the cast
     would make them inf, later reported as if the data held infinity."""
@@ -157,7 +159,7 @@ def check_fits_dtype(X, dtype, valid=None, what="X") -> None:
         where = f" in datasets {np.flatnonzero(big.any(axis=(1, 2)))[:10].tolist()}" if X.ndim == 3 else ""
         raise ValueError(
             f"{what} holds finite values beyond the range of {dtype}{where} (up to {np.abs(X[big]).max():.3g}), "
-            f"the precision of the model: fit with dtype='float64', or scale the data."
+            f"the precision of the model: {advice}."
         )
 
 
@@ -300,7 +302,8 @@ def _pad_list(Xs, weights):
         raise ValueError("Xs is an empty list: pass at least one dataset.")
     arrays = [a[:, None] if a.ndim == 1 else a for a in arrays]
     for i, a in enumerate(arrays):
-        check_real(a, f"dataset {i}")
+        if traced:  # (numeric_array checked the others)
+            check_real(a, f"dataset {i}")
         if a.ndim != 2:
             raise ValueError(f"dataset {i} must have shape (n_samples,) or (n_samples, n_features), got {a.shape}.")
     D = {a.shape[1] for a in arrays}
@@ -427,9 +430,9 @@ def params(p, covariance_type, *, K=None, D=None, batch=None, name="params", dty
         raise ValueError(f"{name} must be a gmmjax.GMMParams(weights, means, covariances).")
     check_covariance_type(covariance_type)
     if dtype is None and not jax.config.jax_enable_x64 and any(
-        not isinstance(a, jax.Array) and np.asarray(a).dtype == np.float64 for a in p
+        isinstance(a, (np.ndarray, np.floating)) and a.dtype == np.float64 for a in p
     ):
-        warn_float64()  # jnp.asarray below makes them float32
+        warn_float64()  # jnp.asarray below makes them float32 (Python lists: as JAX reads them)
     arrs = [jnp.asarray(a) if dtype is None else jnp.asarray(a, dtype) for a in p]
     arrs = [a if jnp.issubdtype(a.dtype, jnp.floating) else a.astype(jnp.result_type(float)) for a in arrs]
     if batch is None and K is None and arrs[0].ndim == 2:  # batched params, batch size free

@@ -25,10 +25,14 @@ msgs = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
 assert lp.dtype == np.float32 and len(msgs) == 2 and all("64-bit mode is off" in m for m in msgs), msgs
 # float64 data and float64 starting parameters: one warning for the call, not two.
 with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("default")
+    warnings.simplefilter("always")
     gmmjax.fit(X, gmmjax.EMConfig(2, max_iter=3), init_params=p64)
 msgs = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
 assert len(msgs) == 1, msgs
+# Python lists of floats are no float64 arrays: no warning (JAX reads them so too).
+with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    gmmjax.log_prob(gmmjax.GMMParams([0.5, 0.5], [[0.0], [1.0]], [[[1.0]], [[1.0]]]), [[0.5]])
 print("ok")
 """
 

@@ -181,6 +181,8 @@ def test_float32_data_and_dtype_parameter(X):
         g32.score_samples(big)
     with pytest.raises(ValueError, match=beyond):
         GaussianMixture(3, random_state=0, dtype="float32").fit(big)
+    with pytest.raises(ValueError, match=beyond):  # a warm start continues in float32
+        g32.set_params(warm_start=True).fit(big)
 
 
 # ---------------------------------------------------------------- behaviour

@@ -124,6 +124,8 @@ def test_missing_values_and_data_that_are_not_numbers():
     ):
         with pytest.raises(ValueError, match=r"X is not numeric \(dtype <U1\)"):
             call(np.array([["a"], ["b"]]))
+        with pytest.raises(ValueError, match=r"X is not numeric \(dtype <U3\)"):  # text, even of numbers
+            call(np.array([["1.0"], ["2"]]))
     for call in (gmmjax.log_prob, gmmjax.predict):
         with pytest.raises(ValueError, match="X contains NaN or infinity"):
             call(params, [[None], [1.0]])
@@ -147,6 +149,12 @@ def test_subnormal_float32_covariances_are_refused(covariance_type, cov):
                               np.array(cov, np.float32))
     with pytest.raises(ValueError, match=r"eigenvalues of at least 1.18e-38, the smallest normal float32"):
         gmmjax.log_prob(params, np.zeros((3, 1), np.float32), covariance_type=covariance_type)
+    # Finite float64 points beyond float32's range: once silently dropped by bic (weight 0
+    # after the cast to the params' dtype) and -inf in log_prob.
+    for f in (gmmjax.log_prob, gmmjax.bic):
+        with pytest.raises(ValueError, match=r"X holds finite values beyond the range of float32 \(up to 1e\+39\)"):
+            f(params._replace(covariances=np.ones_like(params.covariances)), np.array([[0.0], [1e39]]),
+              covariance_type=covariance_type)
     fine = params._replace(covariances=np.array(cov, np.float32) * 0 + np.float32(2e-38))
     assert np.isfinite(np.asarray(gmmjax.log_prob(fine, np.zeros((3, 1), np.float32), covariance_type=covariance_type))).all()
 
