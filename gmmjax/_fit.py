@@ -930,8 +930,8 @@ def _fit_ragged(Xs, config: EMConfig, key, mask, weights, init_params, length_bu
     dtype = _compute_dtype(source)
     init = _validate.init_params(init_params, config, D, dtype, batch=B)
     _validate.check_host_weights(weights or [], dtype)
-    if source != dtype:
-        _validate._as_float_array(np.zeros(0, source))  # its float64 warning, once (as `_blocks.plan`)
+    if source == np.float64 and dtype == np.float32:  # 64-bit mode off: said once (as `_blocks.plan`)
+        _validate.warn_float64()
 
     def fit(sub, sub_weights, k, i):
         with warnings.catch_warnings():  # said once above, not once per bucket
