@@ -119,6 +119,12 @@ def _masked(values, mask, fill):
 def _log_resp_and_norm(params, X, covariance_type, batched):
     def one(p, x):
         wlp = weighted_log_prob(x, p, covariance_type).T  # (N, K), scikit-learn's layout
+        # Computed once, in memory: XLA would otherwise compute wlp again inside each
+        # kernel that reads it (the maximum, the subtraction), and the copies round
+        # differently. Far from the data |wlp| is large (~1e7 at 1e3 standard deviations
+        # in float32), a difference of one rounding step between the copies moved a
+        # log-responsibility above 0, and probabilities summed to 2 or to inf.
+        wlp = jax.lax.optimization_barrier(wlp)
         # log_softmax rather than scikit-learn's wlp - logsumexp(wlp) (equal up to
         # rounding): far from every component (wlp ~ -1e20 in float32) the logsumexp
         # absorbs its log K and every responsibility came out as 1.
