@@ -159,14 +159,14 @@ def _em_finish(X, w, s: _LoopState, config: EMConfig, active, XX=None):
 
     The final E-step gives the log-likelihood of the returned parameters (trace entry
     n_iter); the trace past n_iter is filled; the status is decided here. ``risky``:
-    the moments path may have lost precision (see `_covariance.MOMENTS_MAX_ERROR`), or
+    the moments path may have lost precision (see `_covariance.moments_max_error`), or
     failed where the centred path might not (raw moments overflow sooner).
     """
     T = config.max_iter + 1
     ll, _ = e_step(X, w, s.params, config.covariance_type, XX)
     amp = _amplification(s, s.params, config, XX)
     failed = s.failed | ~jnp.isfinite(ll)
-    risky = jnp.asarray(False) if XX is None else (amp * jnp.finfo(X.dtype).eps > _covariance.MOMENTS_MAX_ERROR) | failed
+    risky = jnp.asarray(False) if XX is None else (amp * jnp.finfo(X.dtype).eps > _covariance.moments_max_error(X.dtype)) | failed
     ll = jnp.where(jnp.isfinite(ll), ll, -jnp.inf)
     idx = jnp.arange(T)
     trace_ll = None if config.trace is None else _write(jnp.where(idx < s.t, s.trace_ll, TRACE_FILL), s.t, ll)
