@@ -556,14 +556,16 @@ class GaussianMixture(_MixtureBase):
         Warns:
           ConvergenceWarning: the best restart did not converge (max_iter > 0).
         """
-        X = _validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        # A warm start checks X against the fitted model (reset=False): data it refuses
+        # leave the fitted model as it was, usable.
+        X = _validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=do_init)
         n, D = X.shape
         if n < self.n_components:
             raise ValueError(
                 "Expected n_samples >= n_components "
                 f"but got n_components = {self.n_components}, n_samples = {n}"
             )
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
         dtype = self._compute_dtype(X.dtype, None if do_init else self.means_.dtype)
         _validate.check_fits_dtype(X, dtype)
         X = X.astype(dtype, copy=False)

@@ -226,6 +226,14 @@ def test_warm_start_with_another_covariance_type_says_so(X):
     bgm = BatchGaussianMixture(3, random_state=0).fit([X, X])
     with pytest.raises(ValueError, match="covariance_type='spherical' needs \\(3,\\)"):
         bgm.set_params(warm_start=True, covariance_type="spherical").fit([X, X])
+    # Data with another number of features: refused, and the fitted model stays usable
+    # (n_features_in_ was reset before the check, and predict then refused X itself).
+    gm = GaussianMixture(3, random_state=0, warm_start=True).fit(X)
+    labels = gm.predict(X)
+    with pytest.raises(ValueError, match="X has 2 features, but GaussianMixture is expecting 3"):
+        gm.fit(X[:, :2])
+    assert gm.n_features_in_ == 3
+    np.testing.assert_array_equal(gm.predict(X), labels)
 
 def test_fit_predict_sample_and_partial_init(X):
     gm = GaussianMixture(3, random_state=0, means_init=[[0, 0, 0], [1, 1, 1], [2, 2, 2]], n_init=2)
