@@ -158,7 +158,7 @@ def check_fits_dtype(X, dtype, valid=None, what="X", advice="fit with dtype='flo
     if big.any():
         where = f" in datasets {np.flatnonzero(big.any(axis=(1, 2)))[:10].tolist()}" if X.ndim == 3 else ""
         raise ValueError(
-            f"{what} holds finite values beyond the range of {dtype}{where} (up to {np.abs(X[big]).max():.3g}), "
+            f"{what} holds finite values beyond the range of {dtype}{where} (the largest: {np.abs(X[big]).max():.3g}), "
             f"the precision of the model: {advice}."
         )
 

@@ -528,7 +528,9 @@ class GaussianMixture(_MixtureBase):
     "kmeans" runs k-means++ seeding and Lloyd iterations in JAX, "k-means++" assigns
     every point to its nearest seed), so fits agree with scikit-learn's in
     distribution, and exactly from the same initial parameters; the best restart is
-    the one with the highest final log-likelihood; ``sample`` draws with JAX; verbose
+    the one with the highest final log-likelihood among those that neither failed nor
+    collapsed (``status_`` DEGENERATE: kept only when every restart collapsed or
+    failed); ``sample`` draws with JAX; verbose
     messages are printed after the compiled fit returns; a warm start's first
     iteration never counts as converged.
 

@@ -152,7 +152,7 @@ def test_subnormal_float32_covariances_are_refused(covariance_type, cov):
     # Finite float64 points beyond float32's range: once silently dropped by bic (weight 0
     # after the cast to the params' dtype) and -inf in log_prob.
     for f in (gmmjax.log_prob, gmmjax.bic):
-        with pytest.raises(ValueError, match=r"X holds finite values beyond the range of float32 \(up to 1e\+39\)"):
+        with pytest.raises(ValueError, match=r"X holds finite values beyond the range of float32 \(the largest: 1e\+39\)"):
             f(params._replace(covariances=np.ones_like(params.covariances)), np.array([[0.0], [1e39]]),
               covariance_type=covariance_type)
     fine = params._replace(covariances=np.array(cov, np.float32) * 0 + np.float32(2e-38))
