@@ -118,7 +118,8 @@ def m_step(X, w, resp, covariance_type: str, reg_covar: float, active, XX=None) 
     nk gets 10 * eps added (scikit-learn's guard against empty components), means
     are weighted averages, covariances come from centred data plus reg_covar.
     ``active`` (K,) bool switches component slots off (weight exactly 0, so they get
-    no responsibility in the next E-step): model selection fits every K in one call.
+    no responsibility in the next E-step, and a unit covariance): model selection fits
+    every K in one call.
     ``XX``: the `moments` of X, to estimate the covariances from them.
     """
     wr = resp * w[None, :]  # (K, N)
@@ -134,6 +135,11 @@ def m_step(X, w, resp, covariance_type: str, reg_covar: float, active, XX=None) 
         else:
             means = (wr @ X) / nk[:, None]
         cov = estimate(covariance_type, X, wr, nk, means, reg_covar, XX)
+    if covariance_type != "tied":
+        # A switched-off slot has no data: its covariance would be reg_covar * I, which
+        # is 0 with reg_covar=0, and its log-density NaN (inf - inf) in every E-step.
+        unit = COVARIANCE[covariance_type].identity(*means.shape, cov.dtype)
+        cov = jnp.where(active.reshape((-1,) + (1,) * (cov.ndim - 1)), cov, unit)
     mass = jnp.where(active, nk, 0.0)
     return GMMParams(weights=mass / jnp.sum(mass), means=means, covariances=cov)
 

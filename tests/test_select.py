@@ -52,6 +52,18 @@ def test_picks_three_clusters_for_fifty_datasets_in_one_compilation(rng):
     assert again.criterion == "aic" and np.all(np.isfinite(again.scores))
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "spherical"])
+def test_reg_covar_zero_does_not_fail_the_smaller_models(rng, covariance_type):
+    """The switched-off slots of K < max(ks) had covariance reg_covar * I = 0 and a NaN
+    log-density: every smaller K was a NUMERICAL_FAILURE and the largest K won."""
+    X = three_clusters(rng)
+    config = EMConfig(1, covariance_type=covariance_type, reg_covar=0.0)
+    sel = gmmjax.select_n_components(X, range(1, 6), config, key=jax.random.key(0))
+    statuses = np.asarray(sel.fits[covariance_type].status)
+    assert np.all(statuses == gmmjax.Status.CONVERGED), statuses
+    assert sel.n_components == 3 and np.all(np.isfinite(sel.scores))
+
+
 def test_parts_and_types_at_once_equal_one_call_after_another(rng):
     """On a CPU the batch's parts and the covariance types run at once from threads
     (gmmjax._threads): the same selection as one call after another."""
