@@ -321,12 +321,14 @@ def estimate(covariance_type, X, wr, nk, means, reg_covar, XX=None):
 MOMENTS_MIN_D = {"full": 8, "tied": 8, "diag": 2, "spherical": 2}
 
 #: A fit stays on the moments path while eps * amplification <= this bound, by dtype
-#: (`moments_max_error`). Rounding of the sums over the points adds a factor of up to
-#: ~10 (measured: 2.7e-4 relative in the covariances of a float64 fit with eps *
-#: amplification 4.2e-5). float32 accepts that; float64 keeps the centred path's
-#: numbers (scikit-learn's) to ~1e-9, and redoes fits with components more than ~500
-#: of their widths from the data's centre.
-MOMENTS_MAX_ERROR = {"float32": 2.0**-14, "float64": 2.0**-34}
+#: (`moments_max_error`). eps * amplification bounds the log-density's rounding in nats
+#: a point; a fit's parameters move by about that much (relative, along the component's
+#: narrow directions), and its mean log-likelihood drops by ~0.2 (eps * amplification)^2
+#: (measured in float32, 9 correlated features: amplification 1.8e4 / 1.8e5 / 1.8e6 lost
+#: 8e-7 / 9e-5 / 9e-3 nats a point). float32 accepts 2^-8 (amplification up to 3.3e4;
+#: the benchmarks' W3-cpu fits reach 3.9e3, W4-cpu 7.9e3); float64 keeps the centred
+#: path's numbers (scikit-learn's) to ~1e-9 with 2^-34 (amplification up to 2.6e5).
+MOMENTS_MAX_ERROR = {"float32": 2.0**-8, "float64": 2.0**-34}
 
 
 def moments_max_error(dtype) -> float:
@@ -435,31 +437,29 @@ def _estimate_moments(covariance_type, XX, wr, nk, means, reg_covar):
 
 
 def moments_amplification(covariance_type, means, cov):
-    """() how much larger the rounding of the moments path can be than the centred one's.
+    """() how many times eps the moments path's rounding can reach, in nats of the
+    log-density (the centred path's: a few eps).
 
-    Per component, with s = sqrt(diag Sigma) and Lambda = Sigma^-1: the raw moments
-    have entries up to (s + |mu|)(s + |mu|)^T where the centred ones have s s^T, seen
-    through |Lambda| (entrywise). Per feature d, with a = s + |mu|:
-    a_d (|Lambda| a)_d / (s_d (|Lambda| s)_d), which is ((s_d + |mu_d|) / s_d)^2 for a
-    diagonal Sigma. 1 for a component at the centre of the data; the maximum over
-    features and components (one narrow, off-centre feature is enough to lose digits).
-    Spherical covariances estimate the mean variance, so their features are averaged.
+    The raw moments of a component at mu hold mu mu^T beside Sigma, and the E-step's
+    quadratic form holds x^T Lambda x beside (x - mu)^T Lambda (x - mu): the
+    differences cancel up to eps |mu|^T |Lambda| |mu|, with Lambda = Sigma^-1 and
+    |.| entrywise. Per component 1 + |mu|^T |Lambda| |mu|; the largest over the
+    components. For a diagonal Sigma that is 1 + sum_d (mu_d / s_d)^2: one narrow,
+    off-centre feature is enough to lose digits. The entrywise |Lambda| counts the
+    loss along narrow directions of correlated features (correlation 0.9997 and
+    clusters at +-15 once lost 3 nats a point in float32, which a measure relative to
+    the centred path's own worst case, ~cond(Sigma), did not see).
     """
-    D = means.shape[1]
     if covariance_type in ("full", "tied"):
         P = _precision_cholesky(cov)
         prec = jnp.abs(P @ jnp.swapaxes(P, -1, -2))
-        sd = jnp.sqrt(jnp.diagonal(cov, axis1=-2, axis2=-1))
-        sd = jnp.broadcast_to(sd, means.shape)
-        prec = jnp.broadcast_to(prec, (means.shape[0], D, D))
-        a = sd + jnp.abs(means)
-        amp = (a * jnp.einsum("kde,ke->kd", prec, a)) / (sd * jnp.einsum("kde,ke->kd", prec, sd))  # (K, D)
+        prec = jnp.broadcast_to(prec, (means.shape[0],) + prec.shape[-2:])
+        mu = jnp.abs(means)
+        amp = jnp.einsum("kd,kde,ke->k", mu, prec, mu)
     else:
-        var = cov if covariance_type == "diag" else jnp.broadcast_to(cov[:, None], means.shape)
-        amp = (jnp.sqrt(var) + jnp.abs(means)) ** 2 / var  # (K, D)
-        if covariance_type == "spherical":
-            amp = jnp.mean(amp, axis=-1, keepdims=True)
-    amp = jnp.max(amp, axis=-1)
+        var = cov if covariance_type == "diag" else cov[:, None]
+        amp = jnp.sum(means * means / var, axis=-1)
+    amp = 1.0 + amp
     return jnp.max(jnp.where(jnp.isfinite(amp), amp, jnp.inf))
 
 
