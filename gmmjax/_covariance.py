@@ -476,7 +476,13 @@ def eigvalsh(c):
         a, b, d = c[..., 0, 0], 0.5 * (c[..., 0, 1] + c[..., 1, 0]), c[..., 1, 1]
         mid, half = 0.5 * (a + d), 0.5 * (a - d)
         r = jnp.hypot(half, b)  # scaled: no overflow or flush to zero of the squares
-        return jnp.stack([mid - r, mid + r], axis=-1)
+        # The eigenvalue of larger magnitude as mid +- r; the other as det / it, written
+        # without a * d (overflow): mid - r cancelled for features in different units
+        # (variances 1 and 1e8 in float32 gave a smallest eigenvalue of ~0, not 1).
+        big = mid + jnp.where(mid < 0, -r, r)
+        safe = jnp.where(big == 0, 1.0, big)
+        other = jnp.where(big == 0, 0.0, a * (d / safe) - b * (b / safe))
+        return jnp.stack([jnp.minimum(other, big), jnp.maximum(other, big)], axis=-1)
     if D <= WRITTEN_OUT_MAX_D:
         return jax.lax.platform_dependent(c, cpu=_jacobi_eigvalsh, default=jnp.linalg.eigvalsh)
     return jnp.linalg.eigvalsh(c)

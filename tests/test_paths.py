@@ -181,6 +181,12 @@ def test_written_out_eigenvalues_equal_lapack(D):
         want32 = np.linalg.eigvalsh(C[:20] / scale[:20, None]) * s
         assert np.all(np.isfinite(got32))
         assert np.all(np.abs(got32 - want32) <= 1e-5 * s)
+    # Features in different units: each eigenvalue to its own relative precision (the
+    # smaller one once came out as mid - r, ~0 instead of 1 for variances 1 and 1e8).
+    if D == 2:
+        V = np.array([[1.0, 0.3], [0.3, 1.0]]) * np.sqrt(np.outer([1.0, 1e8], [1.0, 1e8]))
+        for dtype, rtol in ((np.float32, 1e-5), (np.float64, 1e-12)):
+            np.testing.assert_allclose(np.asarray(_covariance.eigvalsh(jnp.asarray(V, dtype))), np.linalg.eigvalsh(V), rtol=rtol)
 
 
 @pytest.mark.parametrize("D", [3, 8, 17, 32])

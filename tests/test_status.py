@@ -107,6 +107,21 @@ def test_component_on_one_point_without_reg_covar_is_degenerate(rng, covariance_
         default = dataclasses.replace(config, reg_covar=1e-6)
         assert int(gmmjax.fit(narrower, default, key=jax.random.key(0)).status) == Status.CONVERGED
 
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "tied"])
+def test_features_in_different_units_are_not_degenerate(covariance_type):
+    """Two healthy clusters, feature scales 1 and 1e5, float32: every fit was DEGENERATE
+    (a variance compared with 16 eps times another feature's; the 2x2 eigenvalues'
+    cancellation; a variance compared with another feature's mean). Found by a reviewer."""
+    rng = np.random.default_rng(0)
+    Z = np.concatenate([rng.normal(size=(200, 2)), rng.normal(size=(200, 2)) + 4])
+    X = (Z * np.array([1.0, 1e5])).astype(np.float32)
+    res = gmmjax.fit(X, gmmjax.EMConfig(2, covariance_type=covariance_type, n_init=2), key=jax.random.key(0))
+    assert gmmjax.Status(int(res.status)) == gmmjax.Status.CONVERGED
+    cov = np.asarray(res.params.covariances).reshape(-1, 2, 2) if covariance_type != "diag" else np.asarray(res.params.covariances)
+    variances = np.diagonal(cov, axis1=-2, axis2=-1) if covariance_type != "diag" else cov
+    np.testing.assert_allclose(variances / np.array([1.0, 1e10]), 1.0, rtol=0.2)
+
+
 def test_numerical_failure_keeps_last_finite_params():
     # reg_covar = 0 on constant data: the first covariance is singular.
     X = np.full((20, 2), 1.0)
