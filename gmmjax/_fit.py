@@ -337,6 +337,12 @@ def _select(results: FitResult, risky, prep: _Prepared, config: EMConfig):
         if trace is not None:
             tp = trace.params
             if tp is not None:
+                # Snapshots too: a frame that is not finite (the fit failed there) shows
+                # the placeholders, as the returned params do.
+                finite = jax.vmap(is_finite)(tp)  # (T,)
+                tp = jax.tree_util.tree_map(
+                    lambda a, f: jnp.where(finite.reshape((-1,) + (1,) * f.ndim), a, f), tp, fallback
+                )
                 tp = jax.tree_util.tree_map(pick, tp, fallback)
             trace = Trace(pick(trace.log_likelihood, TRACE_FILL), tp)
         return FitResult(

@@ -132,6 +132,22 @@ def test_numerical_failure_keeps_last_finite_params():
     assert not np.isnan(np.asarray(res.trace.log_likelihood)).any()
 
 
+def test_a_failed_fits_parameter_trace_is_finite():
+    """float32 data at 1e20: the fit fails at its start, and the returned params are the
+    finite placeholders; the trace's snapshots held inf and NaN (the animation plots
+    them). Found by a reviewer."""
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(60, 2)) * 1e20).astype(np.float32)
+    X[:30] += 4e20
+    config = gmmjax.EMConfig(2, n_init=2, trace="params", keep_restarts=True)
+    res = gmmjax.fit(X, config, key=jax.random.key(0))
+    assert gmmjax.Status(int(res.status)) == gmmjax.Status.NUMERICAL_FAILURE
+    for r in (res, jax.tree_util.tree_map(lambda a: a[0], res.restarts), jax.tree_util.tree_map(lambda a: a[1], res.restarts)):
+        for snap, final in zip(r.trace.params, r.params):
+            assert np.all(np.isfinite(np.asarray(snap)))
+            np.testing.assert_array_equal(np.asarray(snap)[int(r.n_iter)], np.asarray(final))
+
+
 def test_weights_zero_points_do_not_count_as_valid(rng):
     X = _good(rng)
     w = np.zeros(N)
