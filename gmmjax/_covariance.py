@@ -474,7 +474,7 @@ def eigvalsh(c):
         return c[..., 0]
     if D == 2:
         a, b, d = c[..., 0, 0], 0.5 * (c[..., 0, 1] + c[..., 1, 0]), c[..., 1, 1]
-        mid, half = 0.5 * (a + d), 0.5 * (a - d)
+        mid, half = 0.5 * a + 0.5 * d, 0.5 * a - 0.5 * d  # no overflow of a + d near the largest float
         r = jnp.hypot(half, b)  # scaled: no overflow or flush to zero of the squares
         # The eigenvalue of larger magnitude as mid +- r; the other as det / it, written
         # without a * d (overflow): mid - r cancelled for features in different units

@@ -157,7 +157,8 @@ def is_degenerate(params: GMMParams, covariance_type: str, reg_covar: float, act
     (plus rounding) to its smallest eigenvalue: constant data, a component sitting on
     one point or on a line, an empty component. Rounding is judged on the component's
     correlation matrix (full, tied: on a line, its smallest eigenvalue is ~eps times
-    its largest; diag: each feature on its own, whatever its units) and, apart from
+    its largest; diag: each feature on its own, whatever its units; reg_covar itself
+    is absolute: a feature whose own variance is below ~reg_covar counts) and, apart from
     reg_covar, against its mean
     (``params`` in the centred frame of `gmmjax._fit._prepare`): the mean of a component
     on one point is x n / (n + 10 eps) (the M-step's guard), so with reg_covar=0 a

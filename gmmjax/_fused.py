@@ -228,7 +228,9 @@ def _kernel(K, D, config: EMConfig, dtype, P, trace):
         return rows
 
     def step(x, wv, total, active, p):
-        """One E- and M-step: (ll of p, new params) as `e_step_resp` and `m_step`."""
+        """One E- and M-step: (ll of p, new params) as `e_step_resp` and `m_step`.
+        (Every slot is active here: `_fit_fused` never switches slots off, so
+        `m_step`'s unit covariance for switched-off slots is not needed.)"""
         a = log_prob(x, p)
         m = a[0]
         for k in range(1, K):
