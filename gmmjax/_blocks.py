@@ -402,8 +402,7 @@ def plan(Xs, config: EMConfig, *, key, mask, weights, init_params, chunk_size, b
     fit_chunk = min(fit_chunk, block)
 
     # Blocks it is: check the rest now, before hours of work, as one call would.
-    if src.dtype == np.float64 and dtype == np.float32:  # 64-bit mode off: said once, as one call would
-        _validate.warn_float64()
+    _validate.warn_if_downcast(src.dtype, dtype)  # 64-bit mode off: said once, as one call would
     keys = _validate.key_for(key, init_params, batch=B)
     init = _validate.init_params(init_params, config, D, dtype, batch=B)
     if weights is not None:  # on the host, a block at a time; _validate words the error

@@ -936,8 +936,7 @@ def _fit_ragged(Xs, config: EMConfig, key, mask, weights, init_params, length_bu
     dtype = _compute_dtype(source)
     init = _validate.init_params(init_params, config, D, dtype, batch=B)
     _validate.check_host_weights(weights or [], dtype)
-    if source == np.float64 and dtype == np.float32:  # 64-bit mode off: said once (as `_blocks.plan`)
-        _validate.warn_float64()
+    _validate.warn_if_downcast(source, dtype)  # said once here, not once per bucket
 
     def fit(sub, sub_weights, k, i):
         with warnings.catch_warnings():  # said once above, not once per bucket

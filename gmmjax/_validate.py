@@ -175,6 +175,13 @@ def warn_float64() -> None:
     )
 
 
+def warn_if_downcast(source, dtype) -> None:
+    """`warn_float64` where float64 data (``source``) will be computed in ``dtype``
+    float32: for drivers that cast block by block or bucket by bucket, said once up front."""
+    if np.dtype(source) == np.float64 and np.dtype(dtype) == np.float32:
+        warn_float64()
+
+
 def _concrete(x):
     return not isinstance(x, jax.core.Tracer)
 
