@@ -155,32 +155,27 @@ def is_degenerate(params: GMMParams, covariance_type: str, reg_covar: float, act
 
     A component counts as collapsed when the data contribute no more than reg_covar
     (plus rounding) to its smallest eigenvalue: constant data, a component sitting on
-    one point or on a line, an empty component. Rounding is judged on the component's
-    correlation matrix (full, tied: on a line, its smallest eigenvalue is ~eps times
-    its largest; diag: each feature on its own, whatever its units; reg_covar itself
-    is absolute: a feature whose own variance is below ~reg_covar counts) and, apart from
-    reg_covar, against its mean
-    (``params`` in the centred frame of `gmmjax._fit._prepare`): the mean of a component
-    on one point is x n / (n + 10 eps) (the M-step's guard), so with reg_covar=0 a
-    variance of ~(10 eps |mu| / n)^2 is all that is left of it (it once passed as
-    CONVERGED). The larger of the two floors counts, not their sum: a narrow real
-    cluster far from the centre (spread 0.0013 at 1000 in float32) is not collapsed.
+    one point or on a line, an empty component. Three floors, each judged on its own:
+    - reg_covar, absolute: a variance (eigenvalue) of at most 2 reg_covar;
+    - rounding, scale-free: full and tied on the correlation matrix (on a line its
+      smallest eigenvalue is ~eps times its largest), diag feature by feature, so that
+      features in different units (scales 1 and 1000 in float32 once made every fit
+      DEGENERATE) are no collapse; spherical against its own variance;
+    - the mean, feature by feature (``params`` in the centred frame of
+      `gmmjax._fit._prepare`): the mean of a component on one point is x n / (n + 10
+      eps) (the M-step's guard), so with reg_covar=0 a variance of ~(10 eps |mu| / n)^2
+      is all that is left of it (it once passed as CONVERGED). A narrow real cluster
+      far from the centre (spread 0.0013 at 1000 in float32) is no collapse.
     """
     cov = params.covariances
     eps = jnp.finfo(cov.dtype).eps
-    if covariance_type == "diag":
-        # Independent features: each variance against reg_covar and its own mean only
-        # (comparing it with the component's largest variance made every fit of
-        # features in different units, scales 1 and 1000 in float32, DEGENERATE).
+    if covariance_type == "diag":  # (K, D): independent features
         floor = jnp.maximum(2 * reg_covar, 256 * eps * eps * params.means * params.means)
-        return jnp.any(jnp.any(cov <= floor, axis=-1) & active)
-    if covariance_type == "spherical":  # (K,): one eigenvalue per component
+        collapsed = jnp.any(cov <= floor, axis=-1)
+    elif covariance_type == "spherical":  # (K,): one eigenvalue per component
         mu2 = jnp.max(params.means * params.means, axis=-1)  # (K,)
         collapsed = cov <= jnp.maximum(2 * reg_covar + 16 * eps * cov, 256 * eps * eps * mu2)
     else:  # full (K, D, D), tied (D, D)
-        # Rounding against the largest eigenvalue of the correlation matrix, and each
-        # variance against its own feature's mean, so that features in different units
-        # do not count as a collapse; reg_covar against the smallest eigenvalue.
         var = jnp.diagonal(cov, axis1=-2, axis2=-1)
         mu2 = params.means * params.means  # (K, D)
         if covariance_type == "tied":
@@ -189,8 +184,8 @@ def is_degenerate(params: GMMParams, covariance_type: str, reg_covar: float, act
         both = jnp.stack([cov, cov / (sd[..., :, None] * sd[..., None, :])])  # one eigenvalue call
         eig, corr = COVARIANCE[covariance_type].eigenvalues(both)
         collapsed = (
-            (jnp.min(corr, axis=-1) <= 16 * eps * jnp.max(corr, axis=-1))
-            | (jnp.min(eig, axis=-1) <= 2 * reg_covar)
+            (jnp.min(eig, axis=-1) <= 2 * reg_covar)
+            | (jnp.min(corr, axis=-1) <= 16 * eps * jnp.max(corr, axis=-1))
             | jnp.any(var <= 256 * eps * eps * mu2, axis=-1)
         )
     if covariance_type != "tied":
