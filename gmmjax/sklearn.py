@@ -326,14 +326,18 @@ class _MixtureBase(DensityMixin, BaseEstimator):
         self.dtype = dtype
 
     # -- configuration
-    def _compute_dtype(self, data_dtype, warm=None):
+    def _warm(self) -> bool:
+        """This fit continues the previous one (warm_start=True and a fitted model)."""
+        return bool(self.warm_start) and hasattr(self, "converged_")
+
+    def _compute_dtype(self, data_dtype, warm=False):
         """The fit's precision: ``dtype`` if set, else a warm start's (``warm``: the
-        previous fit's dtype; it continues that model), else the data's (float32 stays
+        previous fit's, whose model it continues), else the data's (float32 stays
         float32, anything else is float64)."""
         if self.dtype is not None:
             return np.dtype(self.dtype)
-        if warm is not None:
-            return np.dtype(warm)
+        if warm:
+            return np.dtype(self.means_.dtype)
         return np.dtype(np.float32) if np.dtype(data_dtype) == np.float32 else np.dtype(np.float64)
 
     def _config(self, n_init, keep_restarts=False) -> EMConfig:
@@ -558,7 +562,7 @@ class GaussianMixture(_MixtureBase):
         Warns:
           ConvergenceWarning: the best restart did not converge (max_iter > 0).
         """
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        do_init = not self._warm()
         # A warm start checks X against the fitted model (reset=False): data it refuses
         # leave the fitted model as it was, usable.
         X = _validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=do_init)
@@ -568,7 +572,7 @@ class GaussianMixture(_MixtureBase):
                 "Expected n_samples >= n_components "
                 f"but got n_components = {self.n_components}, n_samples = {n}"
             )
-        dtype = self._compute_dtype(X.dtype, None if do_init else self.means_.dtype)
+        dtype = self._compute_dtype(X.dtype, warm=not do_init)
         _validate.check_fits_dtype(X, dtype)
         X = X.astype(dtype, copy=False)
         Xp, w = _pad_rows(X, _bucket(n))
@@ -917,8 +921,8 @@ class BatchGaussianMixture(_MixtureBase):
         """
         X, valid, _ = _as_batch(Xs, mask, lengths)
         B, N, D = X.shape
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
-        dtype = self._compute_dtype(X.dtype, None if do_init else self.means_.dtype)
+        do_init = not self._warm()
+        dtype = self._compute_dtype(X.dtype, warm=not do_init)
         # (finite values beyond a float32 model's range become inf: NONFINITE_INPUT for
         # that dataset, as for any point the fit cannot compute with)
         Xp = np.zeros((B, _bucket(N), D), dtype)
